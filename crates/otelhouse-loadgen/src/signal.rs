@@ -1,0 +1,165 @@
+//! The signal (logs or traces) as a parameter: generation, encoding, decoding and
+//! wire paths, plus the pre-encoded payload pool and the decode-only baseline.
+
+use std::io::{Read as _, Write as _};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use flate2::Compression;
+use flate2::read::GzDecoder;
+use flate2::write::GzEncoder;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
+
+use crate::r#gen::{Generator, log_count, recent_range, span_count};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Signal {
+    Logs,
+    Traces,
+}
+
+impl Signal {
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::Logs => "logs",
+            Signal::Traces => "traces",
+        }
+    }
+
+    /// OTLP/HTTP path.
+    pub fn http_path(self) -> &'static str {
+        match self {
+            Signal::Logs => "/v1/logs",
+            Signal::Traces => "/v1/traces",
+        }
+    }
+
+    /// OTLP/gRPC method path.
+    pub fn grpc_path(self) -> &'static str {
+        match self {
+            Signal::Logs => "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+            Signal::Traces => "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        }
+    }
+
+    /// Generates one batch of `records` records (log records or spans), protobuf-encoded.
+    pub fn encode_batch(
+        self,
+        generator: &mut Generator,
+        records: usize,
+        time_range: (u64, u64),
+    ) -> Vec<u8> {
+        match self {
+            Signal::Logs => generator.logs_request(records, time_range).encode_to_vec(),
+            Signal::Traces => generator.spans_request(records, time_range).encode_to_vec(),
+        }
+    }
+
+    /// Decodes a protobuf export request and returns its number of records.
+    pub fn decode_count(self, buf: &[u8]) -> Result<usize, prost::DecodeError> {
+        Ok(match self {
+            Signal::Logs => log_count(&std::hint::black_box(ExportLogsServiceRequest::decode(
+                buf,
+            )?)),
+            Signal::Traces => span_count(&std::hint::black_box(ExportTraceServiceRequest::decode(
+                buf,
+            )?)),
+        })
+    }
+}
+
+/// One pre-encoded export request: protobuf, gzip-compressed if `gzip`.
+#[derive(Clone, Debug)]
+pub struct Payload {
+    pub body: Bytes,
+    pub gzip: bool,
+    pub records: usize,
+}
+
+impl Payload {
+    /// The protobuf bytes, gunzipped into `scratch` when compressed.
+    pub fn protobuf<'a>(&'a self, scratch: &'a mut Vec<u8>) -> std::io::Result<&'a [u8]> {
+        if !self.gzip {
+            return Ok(&self.body);
+        }
+        scratch.clear();
+        GzDecoder::new(&self.body[..]).read_to_end(scratch)?;
+        Ok(scratch)
+    }
+}
+
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut encoder = GzEncoder::new(Vec::with_capacity(data.len() / 4), Compression::default());
+    encoder.write_all(data).expect("writing to a Vec");
+    encoder.finish().expect("writing to a Vec")
+}
+
+/// `count` distinct payloads of `batch` records each, generated from `seed` with
+/// timestamps in the last few seconds.
+pub fn build_payloads(
+    signal: Signal,
+    seed: u64,
+    count: usize,
+    batch: usize,
+    gzip: bool,
+) -> Vec<Payload> {
+    let mut generator = Generator::new(seed);
+    let range = recent_range(5);
+    (0..count)
+        .map(|_| {
+            let proto = signal.encode_batch(&mut generator, batch, range);
+            let body = if gzip { self::gzip(&proto) } else { proto };
+            Payload {
+                body: body.into(),
+                gzip,
+                records: batch,
+            }
+        })
+        .collect()
+}
+
+/// Decode-only baseline: for about `seconds`, gunzips (if compressed) and
+/// protobuf-decodes the payloads round-robin in the calling thread; returns records/s.
+///
+/// Panics if a payload does not decode.
+pub fn decode_baseline(signal: Signal, payloads: &[Payload], seconds: f64) -> f64 {
+    assert!(!payloads.is_empty(), "no payloads to decode");
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(seconds);
+    let mut scratch = Vec::new();
+    let mut records = 0usize;
+    for payload in payloads.iter().cycle() {
+        let proto = payload.protobuf(&mut scratch).expect("gunzip payload");
+        records += signal.decode_count(proto).expect("decode payload");
+        if Instant::now() >= deadline {
+            break;
+        }
+    }
+    records as f64 / start.elapsed().as_secs_f64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_round_trip() {
+        for signal in [Signal::Logs, Signal::Traces] {
+            for gz in [false, true] {
+                let payloads = build_payloads(signal, 1, 3, 50, gz);
+                let mut scratch = Vec::new();
+                for p in &payloads {
+                    assert_eq!(
+                        signal
+                            .decode_count(p.protobuf(&mut scratch).unwrap())
+                            .unwrap(),
+                        50
+                    );
+                }
+                assert!(decode_baseline(signal, &payloads, 0.05) > 0.0);
+            }
+        }
+    }
+}

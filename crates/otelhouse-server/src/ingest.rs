@@ -1,0 +1,167 @@
+//! The ingest pipeline shared by both OTLP receivers: validate → time window
+//! → convert → WAL (group commit, fsync) → store tail → acknowledge.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use otelhouse_otlp::convert::TableBatches;
+use otelhouse_otlp::{Limits, OtlpRequest, PayloadError};
+use otelhouse_schema::Signal;
+use otelhouse_storage::EmbeddedStore;
+use otelhouse_storage::embedded::kind_of;
+use otelhouse_wal::{Committer, SubmitError};
+
+use crate::config::Retention;
+use crate::telemetry::Telemetry;
+
+/// Outcome of an accepted request: how many records were refused as too
+/// old (OTLP partial success), and why.
+#[derive(Debug, Default)]
+pub struct Accepted {
+    pub rejected: u64,
+    pub message: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("{0}")]
+    Payload(#[from] PayloadError),
+    /// Retry later: the WAL or memory is full, or too many requests at once.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// How long clients should wait before retrying a refused request.
+pub const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+pub struct Ingest {
+    pub committer: Committer<TableBatches>,
+    pub store: EmbeddedStore,
+    pub limits: Limits,
+    pub retention: Retention,
+    pub telemetry: Arc<Telemetry>,
+    inflight: tokio::sync::Semaphore,
+}
+
+fn now_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+impl Ingest {
+    pub fn new(
+        committer: Committer<TableBatches>,
+        store: EmbeddedStore,
+        limits: Limits,
+        retention: Retention,
+        telemetry: Arc<Telemetry>,
+        max_inflight: usize,
+    ) -> Self {
+        Ingest {
+            committer,
+            store,
+            limits,
+            retention,
+            telemetry,
+            inflight: tokio::sync::Semaphore::new(max_inflight),
+        }
+    }
+
+    /// A slot for one request being decoded; `None` means "too many at
+    /// once: answer retry-later" (bounds the memory held by bodies).
+    pub fn admit(&self, signal: Signal) -> Result<tokio::sync::SemaphorePermit<'_>, IngestError> {
+        self.inflight.try_acquire().map_err(|_| {
+            self.telemetry.rejected(signal, "overloaded", 0);
+            IngestError::Unavailable("too many requests in flight; retry later".into())
+        })
+    }
+
+    fn retention_of(&self, signal: Signal) -> Duration {
+        match signal {
+            Signal::Logs => self.retention.logs,
+            Signal::Traces => self.retention.traces,
+            Signal::Metrics => self.retention.metrics,
+        }
+    }
+
+    /// Makes a decoded request durable. Returns only after its records are
+    /// fsync'd in the WAL and visible to queries.
+    pub async fn accept(&self, mut request: OtlpRequest) -> Result<Accepted, IngestError> {
+        let signal = request.signal();
+        if let Err(e) = request.validate(&self.limits) {
+            self.telemetry
+                .rejected(signal, e.kind.as_str(), request.record_count() as u64);
+            return Err(e.into());
+        }
+        let now = now_nanos();
+        let retention = self.retention_of(signal);
+        let oldest = now.saturating_sub(retention.as_nanos() as u64);
+        let rejected = request.apply_window(now, oldest);
+        let accepted = Accepted {
+            rejected,
+            message: if rejected > 0 {
+                format!(
+                    "{rejected} {} older than the retention of {} were dropped",
+                    record_noun(signal),
+                    humantime::format_duration(retention)
+                )
+            } else {
+                String::new()
+            },
+        };
+        if rejected > 0 {
+            self.telemetry.rejected(signal, "too_old", rejected);
+        }
+        let records = request.record_count() as u64;
+        if records == 0 {
+            return Ok(accepted);
+        }
+        if !self.store.has_room() {
+            self.telemetry.rejected(signal, "overloaded", records);
+            return Err(IngestError::Unavailable(
+                "the write buffer is full while parts are being written; retry later".into(),
+            ));
+        }
+        let batches = request.to_batches();
+        let payload = request.encode();
+        let done = self
+            .committer
+            .submit(kind_of(signal), payload, batches)
+            .map_err(|e| {
+                let reason = match e {
+                    SubmitError::Busy(_) => "wal_busy",
+                    SubmitError::DiskFull(_) => "disk_full",
+                    SubmitError::Failed(_) => "wal_failed",
+                };
+                self.telemetry.rejected(signal, reason, records);
+                match e {
+                    SubmitError::Failed(m) => {
+                        IngestError::Internal(format!("write-ahead log failed: {m}"))
+                    }
+                    other => IngestError::Unavailable(other.to_string()),
+                }
+            })?;
+        match done.await {
+            Ok(Ok(_seq)) => {
+                self.telemetry.accepted(signal, records);
+                Ok(accepted)
+            }
+            Ok(Err(e)) => {
+                self.telemetry.rejected(signal, "wal_failed", records);
+                Err(IngestError::Internal(e.to_string()))
+            }
+            Err(_) => Err(IngestError::Internal("the WAL writer stopped".into())),
+        }
+    }
+}
+
+pub fn record_noun(signal: Signal) -> &'static str {
+    match signal {
+        Signal::Logs => "log records",
+        Signal::Traces => "spans",
+        Signal::Metrics => "data points",
+    }
+}

@@ -1,0 +1,311 @@
+//! `otelhouse serve`: the listeners (OTLP gRPC, OTLP HTTP, API) around the
+//! ingest pipeline and the store.
+
+pub mod api;
+pub mod config;
+pub mod ingest;
+pub mod otlp_grpc;
+pub mod otlp_http;
+pub mod telemetry;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use otelhouse_auth::{Credentials, InitialCredentials, KeyCache};
+use otelhouse_storage::{EmbeddedStore, StoreOptions};
+use otelhouse_wal::{Committer, CommitterOptions, Wal, WalOptions};
+use tokio::net::TcpListener;
+
+pub use config::ServeConfig;
+
+use crate::ingest::Ingest;
+use crate::telemetry::Telemetry;
+
+/// One listener's setting, with the flag and variable that change it, so
+/// errors can say how to fix them.
+struct ListenerSpec<'a> {
+    addr: &'a str,
+    flag: &'static str,
+    env: &'static str,
+}
+
+async fn bind_all(specs: &[ListenerSpec<'_>]) -> anyhow::Result<Vec<TcpListener>> {
+    let mut addrs: Vec<SocketAddr> = Vec::new();
+    for s in specs {
+        let addr: SocketAddr = s.addr.parse().with_context(|| {
+            format!(
+                "{} {:?} is not an address like 127.0.0.1:4317 (set --{} or {})",
+                s.flag, s.addr, s.flag, s.env
+            )
+        })?;
+        if addr.port() != 0
+            && let Some(i) = addrs.iter().position(|a| {
+                a.port() == addr.port()
+                    && (a.ip() == addr.ip()
+                        || a.ip().is_unspecified()
+                        || addr.ip().is_unspecified())
+            })
+        {
+            bail!(
+                "--{} and --{} both use port {} ({} and {}); give each listener its own port",
+                specs[i].flag,
+                s.flag,
+                addr.port(),
+                addrs[i],
+                addr
+            );
+        }
+        addrs.push(addr);
+    }
+    let mut listeners = Vec::new();
+    for (s, addr) in specs.iter().zip(addrs) {
+        let l = TcpListener::bind(addr).await.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AddrInUse {
+                anyhow::anyhow!("port {} ({addr}) is already in use by another program; choose another with --{} or {}", addr.port(), s.flag, s.env)
+            } else {
+                anyhow::anyhow!("cannot listen on {addr} (--{}): {e}", s.flag)
+            }
+        })?;
+        listeners.push(l);
+    }
+    Ok(listeners)
+}
+
+/// Prints first-start credentials once, in a box, to stdout (never to the log).
+pub fn print_credentials_box(c: &InitialCredentials) {
+    let lines = [
+        "otelhouse initialised. These credentials are shown ONLY ONCE: store them now.".to_string(),
+        String::new(),
+        format!("admin login     {}", c.admin_email),
+        format!("admin password  {}", c.admin_password),
+        format!("ingestion key   {}", c.ingestion_key),
+        format!("API token       {}", c.api_token),
+        String::new(),
+        "Send OTLP with the header  authorization: <ingestion key>".to_string(),
+        "Query the API with         Authorization: Bearer <API token>".to_string(),
+    ];
+    let width = lines.iter().map(|l| l.chars().count()).max().unwrap_or(0);
+    let mut out = format!("╔{}╗\n", "═".repeat(width + 2));
+    for l in &lines {
+        out += &format!("║ {l:<width$} ║\n");
+    }
+    out += &format!("╚{}╝\n", "═".repeat(width + 2));
+    print!("{out}");
+}
+
+/// Holds the data directory's lock file for the life of the server, so two
+/// servers never share a WAL.
+fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+    let path = dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    file.try_lock().map_err(|_| {
+        anyhow::anyhow!(
+            "another otelhouse server is using the data directory {} (--data-dir)",
+            dir.display()
+        )
+    })?;
+    Ok(file)
+}
+
+/// Runs the server until `shutdown` resolves, then stops accepting, writes
+/// the in-memory tail to parts and returns.
+pub async fn serve(
+    config: ServeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let specs = [
+        ListenerSpec {
+            addr: &config.otlp_grpc_addr,
+            flag: "otlp-grpc-addr",
+            env: "OTELHOUSE_OTLP_GRPC_ADDR",
+        },
+        ListenerSpec {
+            addr: &config.otlp_http_addr,
+            flag: "otlp-http-addr",
+            env: "OTELHOUSE_OTLP_HTTP_ADDR",
+        },
+        ListenerSpec {
+            addr: &config.http_addr,
+            flag: "http-addr",
+            env: "OTELHOUSE_HTTP_ADDR",
+        },
+    ];
+    let listeners = bind_all(&specs).await?;
+    let data_dir = config.data_dir.clone();
+    let creds = Credentials::open(&data_dir)
+        .await
+        .with_context(|| format!("opening the credential store in {}", data_dir.display()))?;
+    let _lock = lock_data_dir(&data_dir)?;
+    if !creds.is_initialised().await? {
+        let initial = creds.initialise().await?;
+        print_credentials_box(&initial);
+    }
+    let keys = KeyCache::load(creds.clone()).await?;
+    let _refresh = AbortOnDrop(keys.spawn_refresh(Duration::from_secs(1)));
+
+    let s = &config.storage;
+    let store = EmbeddedStore::open(
+        &data_dir,
+        StoreOptions {
+            flush_rows: s.flush_rows,
+            flush_bytes: 128 << 20,
+            flush_interval: s.flush_interval,
+            max_tail_bytes: s.max_memory_bytes,
+            query_timeout: s.query_timeout,
+        },
+    )?;
+    let started = std::time::Instant::now();
+    let mut replay_error = None;
+    let (wal, recovery) = Wal::open(
+        &data_dir.join("wal"),
+        WalOptions::default(),
+        store.min_next_seq(),
+        |entry| {
+            if let Err(e) = store.replay(entry) {
+                replay_error.get_or_insert(e);
+            }
+        },
+    )?;
+    if let Some(e) = replay_error {
+        return Err(e.context("replaying the write-ahead log"));
+    }
+    tracing::info!(
+        entries = recovery.entries,
+        truncated_bytes = recovery.truncated_bytes,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "write-ahead log replayed"
+    );
+    let committer = Committer::start(
+        wal,
+        store.applier(),
+        CommitterOptions {
+            max_queue_bytes: s.max_queue_bytes,
+            max_wal_bytes: s.max_wal_bytes,
+            ..Default::default()
+        },
+    );
+    let telemetry = Arc::new(Telemetry::new(committer.stats().clone(), store.clone()));
+    let ingest = Arc::new(Ingest::new(
+        committer,
+        store.clone(),
+        config.limits.clone(),
+        config.retention.clone(),
+        telemetry.clone(),
+        s.max_inflight_requests,
+    ));
+
+    let flusher = tokio::spawn(flush_loop(ingest.clone()));
+
+    let [grpc_l, http_l, api_l]: [TcpListener; 3] = listeners
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("three listeners"))?;
+    let addrs = serde_json::json!({
+        "otlp_grpc": grpc_l.local_addr()?.to_string(),
+        "otlp_http": http_l.local_addr()?.to_string(),
+        "http": api_l.local_addr()?.to_string(),
+    });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let grpc_svc = otlp_grpc::OtlpGrpc {
+        ingest: ingest.clone(),
+        keys: keys.clone(),
+    };
+    let grpc_routes = otlp_grpc::routes(grpc_svc, config.limits.max_decompressed_bytes);
+    let grpc = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_routes(grpc_routes)
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(grpc_l),
+                stopped(stop_rx.clone()),
+            ),
+    );
+    let http_router = otlp_http::router(otlp_http::OtlpHttpState {
+        ingest: ingest.clone(),
+        keys: keys.clone(),
+    });
+    let http = tokio::spawn(
+        axum::serve(http_l, http_router)
+            .with_graceful_shutdown(stopped(stop_rx.clone()))
+            .into_future(),
+    );
+    let storage: Arc<dyn otelhouse_storage::Storage> = Arc::new(store.clone());
+    let api_router = api::router(api::ApiState {
+        storage,
+        keys: keys.clone(),
+        telemetry,
+    });
+    let api = tokio::spawn(
+        axum::serve(api_l, api_router)
+            .with_graceful_shutdown(stopped(stop_rx))
+            .into_future(),
+    );
+
+    write_listen_file(&data_dir, &addrs)?;
+    tracing::info!(otlp_grpc = %addrs["otlp_grpc"], otlp_http = %addrs["otlp_http"], http = %addrs["http"], data_dir = %data_dir.display(), "otelhouse is serving");
+
+    shutdown.await;
+    tracing::info!("shutting down: finishing requests in flight");
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        let _ = grpc.await;
+        let _ = http.await;
+        let _ = api.await;
+    })
+    .await;
+    flusher.abort();
+    ingest.committer.shutdown();
+    let store2 = store.clone();
+    let seq = tokio::task::spawn_blocking(move || store2.flush(true)).await??;
+    ingest.committer.remove_through(seq)?;
+    creds.close().await;
+    let _ = std::fs::remove_file(data_dir.join("listen.json"));
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// `listen.json` tells scripts and tests which ports were bound (useful with `:0`).
+fn write_listen_file(dir: &Path, addrs: &serde_json::Value) -> anyhow::Result<()> {
+    let tmp = dir.join("listen.json.tmp");
+    std::fs::write(&tmp, addrs.to_string())?;
+    std::fs::rename(&tmp, dir.join("listen.json"))?;
+    Ok(())
+}
+
+/// Writes due tails to parts every second and lets the WAL drop what the
+/// parts now hold.
+async fn flush_loop(ingest: Arc<Ingest>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let store = ingest.store.clone();
+        match tokio::task::spawn_blocking(move || store.flush(false)).await {
+            Ok(Ok(seq)) => {
+                if let Err(e) = ingest.committer.remove_through(seq) {
+                    tracing::error!(error = %e, "could not remove flushed WAL segments");
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "flush to parts failed; rows stay in memory and in the WAL")
+            }
+            Err(e) => tracing::error!(error = %e, "flush task panicked"),
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! The server's own Prometheus metrics (`GET /metrics`).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use otelhouse_schema::Signal;
+use otelhouse_storage::EmbeddedStore;
+use otelhouse_wal::FSYNC_BUCKETS;
+use otelhouse_wal::WalStats;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SignalLabel {
+    signal: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RejectLabel {
+    signal: &'static str,
+    reason: &'static str,
+}
+
+pub struct Telemetry {
+    registry: Registry,
+    accepted: Family<SignalLabel, Counter>,
+    rejected: Family<RejectLabel, Counter>,
+}
+
+impl Telemetry {
+    pub fn new(wal: Arc<WalStats>, store: EmbeddedStore) -> Self {
+        let mut registry = Registry::with_prefix("otelhouse");
+        let accepted = Family::<SignalLabel, Counter>::default();
+        let rejected = Family::<RejectLabel, Counter>::default();
+        registry.register(
+            "records_accepted",
+            "Records (log records, spans, data points) acknowledged durably",
+            accepted.clone(),
+        );
+        registry.register(
+            "records_rejected",
+            "Records refused, by reason",
+            rejected.clone(),
+        );
+        registry.register_collector(Box::new(StateCollector { wal, store }));
+        Telemetry {
+            registry,
+            accepted,
+            rejected,
+        }
+    }
+
+    pub fn accepted(&self, signal: Signal, n: u64) {
+        self.accepted
+            .get_or_create(&SignalLabel {
+                signal: signal.as_str(),
+            })
+            .inc_by(n);
+    }
+
+    /// Counts refused records. A request refused before it was decoded
+    /// counts as one (we do not know how many records it held).
+    pub fn rejected(&self, signal: Signal, reason: &'static str, n: u64) {
+        self.rejected
+            .get_or_create(&RejectLabel {
+                signal: signal.as_str(),
+                reason,
+            })
+            .inc_by(n.max(1));
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String");
+        out
+    }
+}
+
+/// Values read at scrape time from the WAL and the store.
+#[derive(Debug)]
+struct StateCollector {
+    wal: Arc<WalStats>,
+    store: EmbeddedStore,
+}
+
+fn gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: i64,
+) -> Result<(), std::fmt::Error> {
+    let g = ConstGauge::new(value);
+    g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+impl Collector for StateCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let w = &self.wal;
+        gauge(
+            &mut encoder,
+            "wal_bytes",
+            "Bytes of WAL segments on disk",
+            w.disk_bytes.load(Ordering::Relaxed) as i64,
+        )?;
+        gauge(
+            &mut encoder,
+            "wal_queue_depth",
+            "Entries waiting for the WAL writer",
+            w.queued_entries.load(Ordering::Relaxed) as i64,
+        )?;
+        gauge(
+            &mut encoder,
+            "wal_queue_bytes",
+            "Bytes waiting for the WAL writer",
+            w.queued_bytes.load(Ordering::Relaxed) as i64,
+        )?;
+        gauge(
+            &mut encoder,
+            "memory_tail_bytes",
+            "Bytes of rows held in memory before they are written to parts",
+            self.store.tail_bytes() as i64,
+        )?;
+        let written = prometheus_client::metrics::counter::ConstCounter::new(
+            w.bytes_written.load(Ordering::Relaxed),
+        );
+        written.encode(encoder.encode_descriptor(
+            "wal_written_bytes",
+            "Bytes written to the WAL",
+            None,
+            MetricType::Counter,
+        )?)?;
+        let buckets: Vec<(f64, u64)> = FSYNC_BUCKETS
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .zip(w.fsync_buckets.iter().map(|b| b.load(Ordering::Relaxed)))
+            .collect();
+        let mut h = encoder.encode_descriptor(
+            "wal_fsync_seconds",
+            "Latency of WAL fsyncs (one per group commit)",
+            None,
+            MetricType::Histogram,
+        )?;
+        h.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            w.fsync_nanos_total.load(Ordering::Relaxed) as f64 / 1e9,
+            w.fsyncs.load(Ordering::Relaxed),
+            &buckets,
+            None,
+        )?;
+        Ok(())
+    }
+}

@@ -1,0 +1,228 @@
+//! The `otelhouse` command line: `serve`, `init`, `keys`, `tokens`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use otelhouse_auth::{Credentials, SecretKind};
+use otelhouse_server::ServeConfig;
+
+#[derive(Parser)]
+#[command(
+    name = "otelhouse",
+    version,
+    about = "OpenTelemetry in, search out: one binary, secure by default"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (OTLP gRPC + HTTP, API). Initialises the data directory on first start.
+    Serve(ServeArgs),
+    /// Initialise a data directory without starting a server; prints the credentials once.
+    Init {
+        #[arg(long, env = "OTELHOUSE_DATA_DIR", default_value = "./otelhouse-data")]
+        data_dir: PathBuf,
+        /// Print the credentials as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage ingestion keys (the `authorization` header of OTLP requests).
+    Keys(SecretArgs),
+    /// Manage API tokens (`Authorization: Bearer` on /api/v1).
+    Tokens(SecretArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// TOML config file; flags and OTELHOUSE_* variables override it.
+    #[arg(long, env = "OTELHOUSE_CONFIG")]
+    config: Option<PathBuf>,
+    #[arg(long, env = "OTELHOUSE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// OTLP/gRPC listen address [default: 127.0.0.1:4317]
+    #[arg(long, env = "OTELHOUSE_OTLP_GRPC_ADDR")]
+    otlp_grpc_addr: Option<String>,
+    /// OTLP/HTTP listen address [default: 127.0.0.1:4318]
+    #[arg(long, env = "OTELHOUSE_OTLP_HTTP_ADDR")]
+    otlp_http_addr: Option<String>,
+    /// API/UI listen address [default: 127.0.0.1:8080]
+    #[arg(long, env = "OTELHOUSE_HTTP_ADDR")]
+    http_addr: Option<String>,
+    /// How long logs are kept, e.g. 7d [default: 3d]
+    #[arg(long, env = "OTELHOUSE_RETENTION_LOGS", value_parser = humantime::parse_duration)]
+    retention_logs: Option<std::time::Duration>,
+    /// How long spans are kept [default: 3d]
+    #[arg(long, env = "OTELHOUSE_RETENTION_TRACES", value_parser = humantime::parse_duration)]
+    retention_traces: Option<std::time::Duration>,
+    /// How long metric points are kept [default: 3d]
+    #[arg(long, env = "OTELHOUSE_RETENTION_METRICS", value_parser = humantime::parse_duration)]
+    retention_metrics: Option<std::time::Duration>,
+    /// Largest OTLP request body as received, in bytes [default: 8 MiB]
+    #[arg(long, env = "OTELHOUSE_MAX_REQUEST_BYTES")]
+    max_request_bytes: Option<usize>,
+    /// Largest OTLP body after decompression, in bytes [default: 32 MiB]
+    #[arg(long, env = "OTELHOUSE_MAX_DECOMPRESSED_BYTES")]
+    max_decompressed_bytes: Option<usize>,
+    /// Write in-memory rows to Parquet parts at least this often [default: 30s]
+    #[arg(long, env = "OTELHOUSE_FLUSH_INTERVAL", value_parser = humantime::parse_duration)]
+    flush_interval: Option<std::time::Duration>,
+    /// Memory for rows not yet in parts; beyond it ingestion answers 503 [default: 512 MiB]
+    #[arg(long, env = "OTELHOUSE_MAX_MEMORY_BYTES")]
+    max_memory_bytes: Option<usize>,
+    /// WAL disk budget; beyond it ingestion answers 503 [default: 4 GiB]
+    #[arg(long, env = "OTELHOUSE_MAX_WAL_BYTES")]
+    max_wal_bytes: Option<u64>,
+}
+
+impl ServeArgs {
+    /// flag > environment (both via clap) > config file > default.
+    fn into_config(self) -> anyhow::Result<ServeConfig> {
+        let mut c = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
+                ServeConfig::from_toml(&text)
+                    .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?
+            }
+            None => ServeConfig::default(),
+        };
+        fn set<T>(slot: &mut T, v: Option<T>) {
+            if let Some(v) = v {
+                *slot = v;
+            }
+        }
+        set(&mut c.data_dir, self.data_dir);
+        set(&mut c.otlp_grpc_addr, self.otlp_grpc_addr);
+        set(&mut c.otlp_http_addr, self.otlp_http_addr);
+        set(&mut c.http_addr, self.http_addr);
+        set(&mut c.retention.logs, self.retention_logs);
+        set(&mut c.retention.traces, self.retention_traces);
+        set(&mut c.retention.metrics, self.retention_metrics);
+        set(&mut c.limits.max_request_bytes, self.max_request_bytes);
+        set(
+            &mut c.limits.max_decompressed_bytes,
+            self.max_decompressed_bytes,
+        );
+        set(&mut c.storage.flush_interval, self.flush_interval);
+        set(&mut c.storage.max_memory_bytes, self.max_memory_bytes);
+        set(&mut c.storage.max_wal_bytes, self.max_wal_bytes);
+        Ok(c)
+    }
+}
+
+#[derive(Args)]
+struct SecretArgs {
+    #[arg(
+        long,
+        env = "OTELHOUSE_DATA_DIR",
+        default_value = "./otelhouse-data",
+        global = true
+    )]
+    data_dir: PathBuf,
+    #[command(subcommand)]
+    action: SecretAction,
+}
+
+#[derive(Subcommand)]
+enum SecretAction {
+    /// Create one; its secret is printed once.
+    Create {
+        #[arg(long)]
+        name: String,
+    },
+    /// List all (ids, names, dates; never secrets).
+    List,
+    /// Revoke one by id; a running server stops accepting it within a second.
+    Revoke { id: String },
+}
+
+async fn open_initialised(dir: &Path) -> anyhow::Result<Credentials> {
+    let creds = Credentials::open(dir).await?;
+    if !creds.is_initialised().await? {
+        anyhow::bail!(
+            "{} is not initialised: run `otelhouse init --data-dir {}` or start the server once",
+            dir.display(),
+            dir.display()
+        );
+    }
+    Ok(creds)
+}
+
+async fn manage(kind: SecretKind, args: SecretArgs) -> anyhow::Result<()> {
+    let creds = open_initialised(&args.data_dir).await?;
+    match args.action {
+        SecretAction::Create { name } => {
+            let (id, secret) = creds.create(kind, &name).await?;
+            println!(
+                "created {} {id} ({name}); its secret is shown only once:\n{secret}",
+                kind.noun()
+            );
+        }
+        SecretAction::List => {
+            println!("{:<14} {:<24} {:<22} REVOKED", "ID", "NAME", "CREATED");
+            for s in creds.list(kind).await? {
+                println!(
+                    "{:<14} {:<24} {:<22} {}",
+                    s.id,
+                    s.name,
+                    s.created_at,
+                    s.revoked_at.as_deref().unwrap_or("-")
+                );
+            }
+        }
+        SecretAction::Revoke { id } => {
+            creds.revoke(kind, &id).await?;
+            println!("revoked {} {id}", kind.noun());
+        }
+    }
+    creds.close().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    // Everything otelhouse writes (data, WAL, credentials) is for its owner only.
+    // SAFETY: umask has no memory-safety preconditions.
+    unsafe { libc::umask(0o077) };
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("OTELHOUSE_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => {
+                otelhouse_server::serve(args.into_config()?, shutdown_signal()).await
+            }
+            Command::Init { data_dir, json } => {
+                let creds = Credentials::open(&data_dir).await?;
+                let initial = creds.initialise().await?;
+                creds.close().await;
+                if json {
+                    println!("{}", serde_json::to_string(&initial)?);
+                } else {
+                    otelhouse_server::print_credentials_box(&initial);
+                }
+                Ok(())
+            }
+            Command::Keys(args) => manage(SecretKind::IngestionKey, args).await,
+            Command::Tokens(args) => manage(SecretKind::ApiToken, args).await,
+        }
+    })
+}
