@@ -46,6 +46,14 @@ async fn logs_round_trip_over_http_and_grpc_with_both_key_forms() {
     )
     .await;
     assert_eq!(status, 200);
+    // Visible at once: rows reach the store before the acknowledgement.
+    let (_, body) = api_get(
+        &s,
+        &creds.api_token,
+        "/api/v1/search?signal=logs&q=hello%20http",
+    )
+    .await;
+    assert_eq!(body["rows"].as_array().unwrap().len(), 3, "{body}");
     let req = logs_request("gz-svc", &bodies("hello gzip", 2));
     let bearer = format!("Bearer {}", creds.ingestion_key);
     let (status, _, _) = post_otlp(
@@ -409,6 +417,16 @@ async fn each_limit_is_enforced_with_a_clear_error_and_the_server_survives() {
         matches!(err.code(), Code::ResourceExhausted | Code::OutOfRange),
         "{err:?}"
     );
+    // gRPC: within the decoded limit but over the request-bytes limit.
+    let err = grpc
+        .export(with_key(
+            logs_request("big", &["y".repeat(400_000)]),
+            &creds.ingestion_key,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("max_request_bytes"), "{err:?}");
     // Still serving, nothing stored from the refused requests.
     let ok = logs_request("after", &bodies("still alive", 1)).encode_to_vec();
     assert_eq!(post_otlp(&s, "/v1/logs", key, pb, ok, false).await.0, 200);
@@ -630,4 +648,88 @@ async fn health_ready_and_metrics_endpoints() {
     ] {
         assert!(metrics.contains(needle), "{needle} in {metrics}");
     }
+}
+
+#[tokio::test]
+async fn settings_come_from_a_config_file_and_the_environment_with_flags_winning() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let creds = init(&data);
+    let config = dir.path().join("otelhouse.toml");
+    std::fs::write(&config, "[limits]\nmax_records = 2\nmax_attributes = 1\n").unwrap();
+    // The environment sets max_records via the file path; a flag overrides the file's retention.
+    let log = dir.path().join("serve.log");
+    let mut child = std::process::Command::new(BIN)
+        .args([
+            "serve",
+            "--otlp-grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--retention-logs",
+            "1h",
+        ])
+        .env("OTELHOUSE_CONFIG", &config)
+        .env("OTELHOUSE_DATA_DIR", &data)
+        .env("OTELHOUSE_OTLP_HTTP_ADDR", "127.0.0.1:0")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let listen = loop {
+        if let Ok(t) = std::fs::read_to_string(data.join("listen.json")) {
+            break serde_json::from_str::<serde_json::Value>(&t).unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let url = format!("http://{}/v1/logs", listen["otlp_http"].as_str().unwrap());
+    let send = |n: usize| {
+        let body = logs_request("cfg", &bodies("cfg", n)).encode_to_vec();
+        client()
+            .post(&url)
+            .header("content-type", "application/x-protobuf")
+            .header("authorization", &creds.ingestion_key)
+            .body(body)
+            .send()
+    };
+    assert_eq!(send(2).await.unwrap().status(), 200);
+    let resp = send(3).await.unwrap();
+    assert_eq!(resp.status(), 400, "max_records = 2 from the config file");
+    let mut old = logs_request("cfg", &bodies("old", 1));
+    old.resource_logs[0].scope_logs[0].log_records[0].time_unix_nano =
+        now_nanos() - 2 * 3_600_000_000_000;
+    let resp = client()
+        .post(&url)
+        .header("content-type", "application/x-protobuf")
+        .header("authorization", &creds.ingestion_key)
+        .body(old.encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    let partial = ExportLogsServiceResponse::decode(resp.bytes().await.unwrap())
+        .unwrap()
+        .partial_success
+        .unwrap();
+    assert_eq!(
+        partial.rejected_log_records, 1,
+        "--retention-logs 1h from the flag"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    // A config error names the setting.
+    std::fs::write(&config, "[limits]\nmax_recods = 2\n").unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("max_recods"));
 }

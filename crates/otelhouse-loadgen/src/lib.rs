@@ -8,4 +8,4 @@ pub mod send;
 pub mod signal;
 
 pub use r#gen::Generator;
-pub use signal::{Payload, Signal, build_payloads, decode_baseline};
+pub use signal::{Payload, Signal, Stage, build_payloads, decode_baseline};

@@ -120,19 +120,55 @@ pub fn build_payloads(
         .collect()
 }
 
-/// Decode-only baseline: for about `seconds`, gunzips (if compressed) and
-/// protobuf-decodes the payloads round-robin in the calling thread; returns records/s.
+/// What a baseline run does to each payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Stage {
+    /// gunzip (if compressed) and protobuf-decode: the decode-only baseline.
+    Decode,
+    /// Everything the server does to a request before its WAL write:
+    /// decode, validate against the default limits, apply the time window,
+    /// convert to Arrow rows (otelhouse-otlp).
+    Pipeline,
+}
+
+impl Signal {
+    fn otelhouse(self) -> otelhouse_otlp::Signal {
+        match self {
+            Signal::Logs => otelhouse_otlp::Signal::Logs,
+            Signal::Traces => otelhouse_otlp::Signal::Traces,
+        }
+    }
+}
+
+fn pipeline_count(signal: Signal, proto: &[u8], limits: &otelhouse_otlp::Limits) -> usize {
+    use otelhouse_otlp::{Encoding, OtlpRequest};
+    let mut request =
+        OtlpRequest::decode(signal.otelhouse(), Encoding::Protobuf, proto).expect("decode payload");
+    request
+        .validate(limits)
+        .expect("generated payloads are valid");
+    request.apply_window(u64::MAX, 0);
+    let batches = std::hint::black_box(request.to_batches());
+    batches.iter().map(|(_, b)| b.num_rows()).sum()
+}
+
+/// Single-threaded baseline: for about `seconds`, runs `stage` over the
+/// payloads round-robin in the calling thread; returns records/s.
 ///
 /// Panics if a payload does not decode.
-pub fn decode_baseline(signal: Signal, payloads: &[Payload], seconds: f64) -> f64 {
+pub fn decode_baseline(signal: Signal, payloads: &[Payload], seconds: f64, stage: Stage) -> f64 {
     assert!(!payloads.is_empty(), "no payloads to decode");
+    let limits = otelhouse_otlp::Limits::default();
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(seconds);
     let mut scratch = Vec::new();
     let mut records = 0usize;
     for payload in payloads.iter().cycle() {
         let proto = payload.protobuf(&mut scratch).expect("gunzip payload");
-        records += signal.decode_count(proto).expect("decode payload");
+        records += match stage {
+            Stage::Decode => signal.decode_count(proto).expect("decode payload"),
+            Stage::Pipeline => pipeline_count(signal, proto, &limits),
+        };
         if Instant::now() >= deadline {
             break;
         }
@@ -158,7 +194,9 @@ mod tests {
                         50
                     );
                 }
-                assert!(decode_baseline(signal, &payloads, 0.05) > 0.0);
+                for stage in [Stage::Decode, Stage::Pipeline] {
+                    assert!(decode_baseline(signal, &payloads, 0.05, stage) > 0.0);
+                }
             }
         }
     }

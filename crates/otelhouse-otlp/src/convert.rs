@@ -131,6 +131,38 @@ fn append_attrs(b: &mut MapB, attrs: &[KeyValue], scratch: &mut String) {
     b.append(true).expect("keys and values appended in pairs");
 }
 
+/// Appends an attribute map rendered earlier (see [`Context`]).
+fn append_pairs(b: &mut MapB, pairs: &[(String, String)]) {
+    for (k, v) in pairs {
+        b.keys().append_value(k);
+        b.values().append_value(v);
+    }
+    b.append(true).expect("keys and values appended in pairs");
+}
+
+fn render_attrs(attrs: &[KeyValue]) -> Vec<(String, String)> {
+    attrs
+        .iter()
+        .map(|kv| {
+            let mut v = String::new();
+            any_value_string(kv.value.as_ref(), &mut v);
+            (kv.key.clone(), v)
+        })
+        .collect()
+}
+
+/// Appends an id as lowercase hex without allocating.
+fn append_hex(b: &mut StringBuilder, bytes: &[u8]) {
+    let mut buf = [0u8; 64];
+    match buf.get_mut(..bytes.len() * 2) {
+        Some(out) => {
+            hex::encode_to_slice(bytes, out).expect("output is twice the input");
+            b.append_value(std::str::from_utf8(out).expect("hex is ASCII"));
+        }
+        None => b.append_value(hex_id(bytes)),
+    }
+}
+
 fn service_name(resource: Option<&Resource>) -> String {
     let mut s = String::new();
     if let Some(kv) = resource.and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
@@ -153,6 +185,8 @@ fn finish(table: Table, columns: Vec<ArrayRef>) -> RecordBatch {
 /// rendered once per resource/scope rather than per row.
 struct Context {
     service: String,
+    resource: Vec<(String, String)>,
+    scope_attrs: Vec<(String, String)>,
     resource_schema_url: String,
     scope_name: String,
     scope_version: String,
@@ -164,6 +198,8 @@ impl Context {
     fn new(resource: Option<&Resource>, resource_schema_url: &str) -> Self {
         Context {
             service: service_name(resource),
+            resource: render_attrs(resource.map_or(&[][..], |r| &r.attributes[..])),
+            scope_attrs: Vec::new(),
             resource_schema_url: resource_schema_url.to_owned(),
             scope_name: String::new(),
             scope_version: String::new(),
@@ -176,19 +212,8 @@ impl Context {
         self.scope_version = scope.map(|s| s.version.clone()).unwrap_or_default();
         self.scope_dropped = scope.map_or(0, |s| s.dropped_attributes_count);
         self.scope_schema_url = schema_url.to_owned();
+        self.scope_attrs = render_attrs(scope.map_or(&[][..], |s| &s.attributes[..]));
     }
-}
-
-fn no_attrs() -> &'static [KeyValue] {
-    &[]
-}
-
-fn resource_attrs(r: Option<&Resource>) -> &[KeyValue] {
-    r.map_or(no_attrs(), |r| &r.attributes[..])
-}
-
-fn scope_attrs(s: Option<&InstrumentationScope>) -> &[KeyValue] {
-    s.map_or(no_attrs(), |s| &s.attributes[..])
 }
 
 pub fn logs(req: &ExportLogsServiceRequest) -> TableBatches {
@@ -223,8 +248,8 @@ pub fn logs(req: &ExportLogsServiceRequest) -> TableBatches {
                     lr.observed_time_unix_nano
                 };
                 timestamp.append_value(nanos(t));
-                trace_id.append_value(hex_id(&lr.trace_id));
-                span_id.append_value(hex_id(&lr.span_id));
+                append_hex(&mut trace_id, &lr.trace_id);
+                append_hex(&mut span_id, &lr.span_id);
                 trace_flags.append_value((lr.flags & 0xff) as u8);
                 severity_text.append_value(&lr.severity_text);
                 severity_number.append_value(lr.severity_number.clamp(0, 255) as u8);
@@ -233,19 +258,11 @@ pub fn logs(req: &ExportLogsServiceRequest) -> TableBatches {
                 any_value_string(lr.body.as_ref(), &mut scratch);
                 body.append_value(&scratch);
                 res_url.append_value(&ctx.resource_schema_url);
-                append_attrs(
-                    &mut res_attrs,
-                    resource_attrs(rl.resource.as_ref()),
-                    &mut scratch,
-                );
+                append_pairs(&mut res_attrs, &ctx.resource);
                 scope_url.append_value(&ctx.scope_schema_url);
                 scope_name.append_value(&ctx.scope_name);
                 scope_version.append_value(&ctx.scope_version);
-                append_attrs(
-                    &mut scope_attrs_b,
-                    scope_attrs(sl.scope.as_ref()),
-                    &mut scratch,
-                );
+                append_pairs(&mut scope_attrs_b, &ctx.scope_attrs);
                 append_attrs(&mut log_attrs, &lr.attributes, &mut scratch);
                 event_name.append_value(&lr.event_name);
             }
@@ -328,18 +345,14 @@ pub fn traces(req: &ExportTraceServiceRequest) -> TableBatches {
             for s in &ss.spans {
                 rows += 1;
                 timestamp.append_value(nanos(s.start_time_unix_nano));
-                trace_id.append_value(hex_id(&s.trace_id));
-                span_id.append_value(hex_id(&s.span_id));
-                parent.append_value(hex_id(&s.parent_span_id));
+                append_hex(&mut trace_id, &s.trace_id);
+                append_hex(&mut span_id, &s.span_id);
+                append_hex(&mut parent, &s.parent_span_id);
                 trace_state.append_value(&s.trace_state);
                 name.append_value(&s.name);
                 kind.append_value(span_kind_name(s.kind));
                 service.append_value(&ctx.service);
-                append_attrs(
-                    &mut res_attrs,
-                    resource_attrs(rs.resource.as_ref()),
-                    &mut scratch,
-                );
+                append_pairs(&mut res_attrs, &ctx.resource);
                 scope_name.append_value(&ctx.scope_name);
                 scope_version.append_value(&ctx.scope_version);
                 append_attrs(&mut span_attrs, &s.attributes, &mut scratch);
@@ -356,8 +369,8 @@ pub fn traces(req: &ExportTraceServiceRequest) -> TableBatches {
                 ev_name.append(true);
                 ev_attrs.append(true);
                 for l in &s.links {
-                    link_trace.values().append_value(hex_id(&l.trace_id));
-                    link_span.values().append_value(hex_id(&l.span_id));
+                    append_hex(link_trace.values(), &l.trace_id);
+                    append_hex(link_span.values(), &l.span_id);
                     link_state.values().append_value(&l.trace_state);
                     append_attrs(link_attrs.values(), &l.attributes, &mut scratch);
                 }
@@ -435,8 +448,6 @@ struct Point<'a> {
 /// The resource, scope and metric a point belongs to.
 struct MetricRef<'a> {
     ctx: &'a Context,
-    resource: Option<&'a Resource>,
-    scope: Option<&'a InstrumentationScope>,
     name: &'a str,
     description: &'a str,
     unit: &'a str,
@@ -471,11 +482,11 @@ impl MetricCommon {
 
     fn append(&mut self, m: &MetricRef, p: Point, scratch: &mut String) {
         self.rows += 1;
-        append_attrs(&mut self.res_attrs, resource_attrs(m.resource), scratch);
+        append_pairs(&mut self.res_attrs, &m.ctx.resource);
         self.res_url.append_value(&m.ctx.resource_schema_url);
         self.scope_name.append_value(&m.ctx.scope_name);
         self.scope_version.append_value(&m.ctx.scope_version);
-        append_attrs(&mut self.scope_attrs, scope_attrs(m.scope), scratch);
+        append_pairs(&mut self.scope_attrs, &m.ctx.scope_attrs);
         self.scope_dropped.append_value(m.ctx.scope_dropped);
         self.scope_url.append_value(&m.ctx.scope_schema_url);
         self.service.append_value(&m.ctx.service);
@@ -494,8 +505,8 @@ impl MetricCommon {
                 Some(exemplar::Value::AsInt(i)) => i as f64,
                 None => 0.0,
             });
-            self.ex_span.values().append_value(hex_id(&e.span_id));
-            self.ex_trace.values().append_value(hex_id(&e.trace_id));
+            append_hex(self.ex_span.values(), &e.span_id);
+            append_hex(self.ex_trace.values(), &e.trace_id);
         }
         self.ex_attrs.append(true);
         self.ex_time.append(true);
@@ -625,8 +636,6 @@ pub fn metrics(req: &ExportMetricsServiceRequest) -> TableBatches {
             for m in &sm.metrics {
                 let mref = MetricRef {
                     ctx: &ctx,
-                    resource: rm.resource.as_ref(),
-                    scope: sm.scope.as_ref(),
                     name: &m.name,
                     description: &m.description,
                     unit: &m.unit,

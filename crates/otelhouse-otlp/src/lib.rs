@@ -17,6 +17,7 @@ pub use request::{Encoding, OtlpRequest};
 
 pub use error::PayloadError;
 pub use limits::Limits;
+pub use otelhouse_schema::Signal;
 
 pub use opentelemetry_proto::tonic as proto;
 pub use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;

@@ -56,8 +56,8 @@ impl OtlpRequest {
     }
 
     /// Stamps missing timestamps with `now` and drops records older than
-    /// `oldest` (unix nanos); returns the number dropped.
-    pub fn apply_window(&mut self, now: u64, oldest: u64) -> u64 {
+    /// `oldest` (unix nanos).
+    pub fn apply_window(&mut self, now: u64, oldest: u64) -> window::Windowed {
         match self {
             OtlpRequest::Logs(r) => window::logs(r, now, oldest),
             OtlpRequest::Traces(r) => window::traces(r, oldest),

@@ -266,9 +266,12 @@ pub fn metrics(req: &ExportMetricsServiceRequest, limits: &Limits) -> Result<(),
     Ok(())
 }
 
+/// A data point's attributes and exemplars, whatever its kind.
+type PointRefs<'a> = (&'a [KeyValue], &'a [Exemplar]);
+
 fn metric_data(c: &mut Checker, data: Option<&Data>, mp: Path) -> Result<(), PayloadError> {
     // Each kind: its field name, then (attributes, exemplars) of every point.
-    let (field, points): (&'static str, Vec<(&[KeyValue], &[Exemplar])>) = match data {
+    let (field, points): (&'static str, Vec<PointRefs>) = match data {
         None => {
             return Err(PayloadError::invalid(
                 mp.render(),

@@ -10,9 +10,25 @@ use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 
 use crate::{ExportLogsServiceRequest, ExportMetricsServiceRequest, ExportTraceServiceRequest};
 
-/// Stamps and filters logs; returns how many records were dropped as too old.
-pub fn logs(req: &mut ExportLogsServiceRequest, now: u64, oldest: u64) -> u64 {
-    let mut dropped = 0;
+/// What applying the window did to a request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Windowed {
+    /// Records dropped as older than the retention.
+    pub dropped: u64,
+    /// Records given the receive time because they had none.
+    pub stamped: u64,
+}
+
+impl Windowed {
+    /// Whether the request differs from what was received.
+    pub fn changed(&self) -> bool {
+        self.dropped + self.stamped > 0
+    }
+}
+
+/// Stamps and filters logs.
+pub fn logs(req: &mut ExportLogsServiceRequest, now: u64, oldest: u64) -> Windowed {
+    let mut w = Windowed::default();
     for sl in req
         .resource_logs
         .iter_mut()
@@ -22,6 +38,7 @@ pub fn logs(req: &mut ExportLogsServiceRequest, now: u64, oldest: u64) -> u64 {
         sl.log_records.retain_mut(|lr| {
             if lr.time_unix_nano == 0 && lr.observed_time_unix_nano == 0 {
                 lr.observed_time_unix_nano = now;
+                w.stamped += 1;
             }
             let t = if lr.time_unix_nano != 0 {
                 lr.time_unix_nano
@@ -30,13 +47,13 @@ pub fn logs(req: &mut ExportLogsServiceRequest, now: u64, oldest: u64) -> u64 {
             };
             t >= oldest
         });
-        dropped += (before - sl.log_records.len()) as u64;
+        w.dropped += (before - sl.log_records.len()) as u64;
     }
-    dropped
+    w
 }
 
-/// Filters spans by start time; returns how many were dropped as too old.
-pub fn traces(req: &mut ExportTraceServiceRequest, oldest: u64) -> u64 {
+/// Filters spans by start time.
+pub fn traces(req: &mut ExportTraceServiceRequest, oldest: u64) -> Windowed {
     let mut dropped = 0;
     for ss in req
         .resource_spans
@@ -47,52 +64,79 @@ pub fn traces(req: &mut ExportTraceServiceRequest, oldest: u64) -> u64 {
         ss.spans.retain(|s| s.start_time_unix_nano >= oldest);
         dropped += (before - ss.spans.len()) as u64;
     }
-    dropped
+    Windowed {
+        dropped,
+        stamped: 0,
+    }
 }
 
-/// Stamps and filters data points; returns how many were dropped as too old.
-pub fn metrics(req: &mut ExportMetricsServiceRequest, now: u64, oldest: u64) -> u64 {
+/// Stamps and filters data points.
+pub fn metrics(req: &mut ExportMetricsServiceRequest, now: u64, oldest: u64) -> Windowed {
     fn keep<P>(
         points: &mut Vec<P>,
         time: impl Fn(&mut P) -> &mut u64,
         now: u64,
         oldest: u64,
-    ) -> u64 {
+        w: &mut Windowed,
+    ) {
         let before = points.len();
         points.retain_mut(|p| {
             let t = time(p);
             if *t == 0 {
                 *t = now;
+                w.stamped += 1;
             }
             *t >= oldest
         });
-        (before - points.len()) as u64
+        w.dropped += (before - points.len()) as u64;
     }
-    let mut dropped = 0;
+    let mut w = Windowed::default();
     let all = req
         .resource_metrics
         .iter_mut()
         .flat_map(|rm| rm.scope_metrics.iter_mut())
         .flat_map(|sm| sm.metrics.iter_mut());
     for m in all {
-        dropped += match &mut m.data {
-            None => 0,
-            Some(Data::Gauge(g)) => {
-                keep(&mut g.data_points, |p| &mut p.time_unix_nano, now, oldest)
-            }
-            Some(Data::Sum(s)) => keep(&mut s.data_points, |p| &mut p.time_unix_nano, now, oldest),
-            Some(Data::Histogram(h)) => {
-                keep(&mut h.data_points, |p| &mut p.time_unix_nano, now, oldest)
-            }
-            Some(Data::ExponentialHistogram(h)) => {
-                keep(&mut h.data_points, |p| &mut p.time_unix_nano, now, oldest)
-            }
-            Some(Data::Summary(s)) => {
-                keep(&mut s.data_points, |p| &mut p.time_unix_nano, now, oldest)
-            }
-        };
+        match &mut m.data {
+            None => {}
+            Some(Data::Gauge(g)) => keep(
+                &mut g.data_points,
+                |p| &mut p.time_unix_nano,
+                now,
+                oldest,
+                &mut w,
+            ),
+            Some(Data::Sum(s)) => keep(
+                &mut s.data_points,
+                |p| &mut p.time_unix_nano,
+                now,
+                oldest,
+                &mut w,
+            ),
+            Some(Data::Histogram(h)) => keep(
+                &mut h.data_points,
+                |p| &mut p.time_unix_nano,
+                now,
+                oldest,
+                &mut w,
+            ),
+            Some(Data::ExponentialHistogram(h)) => keep(
+                &mut h.data_points,
+                |p| &mut p.time_unix_nano,
+                now,
+                oldest,
+                &mut w,
+            ),
+            Some(Data::Summary(s)) => keep(
+                &mut s.data_points,
+                |p| &mut p.time_unix_nano,
+                now,
+                oldest,
+                &mut w,
+            ),
+        }
     }
-    dropped
+    w
 }
 
 /// Number of records (log records, spans, data points) in a request.

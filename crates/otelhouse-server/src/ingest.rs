@@ -88,8 +88,15 @@ impl Ingest {
     }
 
     /// Makes a decoded request durable. Returns only after its records are
-    /// fsync'd in the WAL and visible to queries.
-    pub async fn accept(&self, mut request: OtlpRequest) -> Result<Accepted, IngestError> {
+    /// fsync'd in the WAL and visible to queries. `received_protobuf` is the
+    /// (decompressed) protobuf body the request was decoded from, if any: the
+    /// WAL stores it as is when the time window changed nothing, saving a
+    /// re-encode.
+    pub async fn accept(
+        &self,
+        mut request: OtlpRequest,
+        received_protobuf: Option<bytes::Bytes>,
+    ) -> Result<Accepted, IngestError> {
         let signal = request.signal();
         if let Err(e) = request.validate(&self.limits) {
             self.telemetry
@@ -99,7 +106,8 @@ impl Ingest {
         let now = now_nanos();
         let retention = self.retention_of(signal);
         let oldest = now.saturating_sub(retention.as_nanos() as u64);
-        let rejected = request.apply_window(now, oldest);
+        let windowed = request.apply_window(now, oldest);
+        let rejected = windowed.dropped;
         let accepted = Accepted {
             rejected,
             message: if rejected > 0 {
@@ -126,7 +134,10 @@ impl Ingest {
             ));
         }
         let batches = request.to_batches();
-        let payload = request.encode();
+        let payload = match received_protobuf {
+            Some(body) if !windowed.changed() => Vec::from(body),
+            _ => request.encode(),
+        };
         let done = self
             .committer
             .submit(kind_of(signal), payload, batches)

@@ -224,6 +224,9 @@ pub async fn serve(
     let grpc_routes = otlp_grpc::routes(grpc_svc, config.limits.max_decompressed_bytes);
     let grpc = tokio::spawn(
         tonic::transport::Server::builder()
+            .layer(otlp_grpc::cap_request_bytes(
+                config.limits.max_request_bytes,
+            ))
             .add_routes(grpc_routes)
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(grpc_l),

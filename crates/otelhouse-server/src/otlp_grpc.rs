@@ -64,7 +64,7 @@ impl OtlpGrpc {
         }
         let _slot = self.ingest.admit(signal).map_err(to_status)?;
         self.ingest
-            .accept(wrap(request.into_inner()))
+            .accept(wrap(request.into_inner()), None)
             .await
             .map_err(to_status)
     }
@@ -174,4 +174,61 @@ pub fn routes(svc: OtlpGrpc, max_message_bytes: usize) -> tonic::service::Routes
             .send_compressed(gz)
             .max_decoding_message_size(max_message_bytes),
     )
+}
+
+/// Caps the bytes of a gRPC request body as received (compressed frames and
+/// their headers): `max_request_bytes`. tonic's own limit applies to each
+/// message's length and to its decompressed size; this one stops a client
+/// from streaming past the request budget. The error is a `Status`, which
+/// tonic passes through to the client unchanged.
+pub struct CappedBody {
+    inner: tonic::body::Body,
+    seen: usize,
+    max: usize,
+}
+
+impl http_body::Body for CappedBody {
+    type Data = bytes::Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Status>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            self.seen += data.len();
+            if self.seen > self.max {
+                let max = self.max;
+                return std::task::Poll::Ready(Some(Err(Status::resource_exhausted(format!(
+                    "request body exceeds the limit of {max} bytes (max_request_bytes)"
+                )))));
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+}
+
+/// The request-body cap as a tower layer for the tonic server.
+pub fn cap_request_bytes(
+    max: usize,
+) -> tower::util::MapRequestLayer<
+    impl Fn(http::Request<tonic::body::Body>) -> http::Request<tonic::body::Body> + Clone,
+> {
+    tower::util::MapRequestLayer::new(move |req: http::Request<tonic::body::Body>| {
+        // gRPC frames carry a 5-byte header each; allow one.
+        req.map(|inner| {
+            tonic::body::Body::new(CappedBody {
+                inner,
+                seen: 0,
+                max: max + 5,
+            })
+        })
+    })
 }

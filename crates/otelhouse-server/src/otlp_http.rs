@@ -245,15 +245,17 @@ async fn export(State(state): State<OtlpHttpState>, request: Request, signal: Si
     } else {
         check_plain_size(body, limits.max_decompressed_bytes)
     };
-    let request = decoded.and_then(|bytes| OtlpRequest::decode(signal, encoding, &bytes));
-    let request = match request {
+    let request =
+        decoded.and_then(|bytes| Ok((OtlpRequest::decode(signal, encoding, &bytes)?, bytes)));
+    let (request, bytes) = match request {
         Ok(r) => r,
         Err(e) => {
             telemetry.rejected(signal, e.kind.as_str(), 0);
             return payload_error(&e, encoding);
         }
     };
-    match state.ingest.accept(request).await {
+    let received_protobuf = (encoding == Encoding::Protobuf).then_some(bytes);
+    match state.ingest.accept(request, received_protobuf).await {
         Ok(accepted) => success(signal, encoding, &accepted),
         Err(e) => ingest_error(&e, encoding),
     }

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Ingest benchmark: starts a release server on a scratch data dir, replays
+# generated OTLP batches over gRPC and HTTP with the load generator, and runs
+# the decode-only baseline over the same payloads. Prints one JSON line per run.
+# Usage: scripts/bench-ingest.sh [seconds per run, default 20]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/otelhouse-target}"
+SECS="${1:-20}"
+cargo build --release --workspace --bins -q
+BIN="$CARGO_TARGET_DIR/release/otelhouse"
+LOADGEN="$CARGO_TARGET_DIR/release/otelhouse-loadgen"
+DATA="$(mktemp -d)/data"
+KEY=$("$BIN" init --data-dir "$DATA" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["ingestion_key"])')
+"$BIN" serve --data-dir "$DATA" --otlp-grpc-addr 127.0.0.1:0 --otlp-http-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 2>"$DATA.log" &
+PID=$!
+trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$(dirname "$DATA")"' EXIT
+for _ in $(seq 100); do [ -f "$DATA/listen.json" ] && break; sleep 0.1; done
+GRPC=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["otlp_grpc"])' "$DATA/listen.json")
+HTTP=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["otlp_http"])' "$DATA/listen.json")
+
+for gz in "" "--gzip"; do
+  "$LOADGEN" decode --signal logs $gz --batch 500 --seconds 5 --json | tail -1
+done
+"$LOADGEN" decode --signal logs --stage pipeline --batch 500 --seconds 5 --json | tail -1
+"$LOADGEN" send --signal logs --protocol grpc --endpoint "$GRPC" --key "$KEY" --batch 500 --concurrency 8 --duration "${SECS}s" --server-pid $PID --json | tail -1
+"$LOADGEN" send --signal logs --protocol http --endpoint "$HTTP" --key "$KEY" --batch 500 --concurrency 8 --duration "${SECS}s" --server-pid $PID --json | tail -1
+"$LOADGEN" send --signal logs --protocol http --gzip --endpoint "$HTTP" --key "$KEY" --batch 500 --concurrency 8 --duration "${SECS}s" --server-pid $PID --json | tail -1
+"$LOADGEN" send --signal traces --protocol grpc --endpoint "$GRPC" --key "$KEY" --batch 500 --concurrency 8 --duration "${SECS}s" --server-pid $PID --json | tail -1
