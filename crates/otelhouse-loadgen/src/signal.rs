@@ -127,7 +127,7 @@ pub enum Stage {
     Decode,
     /// Everything the server does to a request before its WAL write:
     /// decode, validate against the default limits, apply the time window,
-    /// convert to Arrow rows (otelhouse-otlp).
+    /// convert to Arrow rows (otelhouse-otlp; logs through its direct decoder).
     Pipeline,
 }
 
@@ -142,6 +142,13 @@ impl Signal {
 
 fn pipeline_count(signal: Signal, proto: &[u8], limits: &otelhouse_otlp::Limits) -> usize {
     use otelhouse_otlp::{Encoding, OtlpRequest};
+    // As the server does: logs try the direct decoder first.
+    if signal == Signal::Logs
+        && let Some((batches, rows)) = otelhouse_otlp::fast::logs(proto, limits, 0)
+    {
+        std::hint::black_box(batches);
+        return rows;
+    }
     let mut request =
         OtlpRequest::decode(signal.otelhouse(), Encoding::Protobuf, proto).expect("decode payload");
     request
@@ -179,6 +186,22 @@ pub fn decode_baseline(signal: Signal, payloads: &[Payload], seconds: f64, stage
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn direct_logs_decoder_matches_the_general_path_on_generated_batches() {
+        use otelhouse_otlp::{Encoding, Limits, OtlpRequest};
+        for p in build_payloads(Signal::Logs, 7, 8, 200, false) {
+            let (fast, rows) = otelhouse_otlp::fast::logs(&p.body, &Limits::default(), 0)
+                .expect("generated logs take the direct decoder");
+            assert_eq!(rows, 200);
+            let mut r =
+                OtlpRequest::decode(otelhouse_otlp::Signal::Logs, Encoding::Protobuf, &p.body)
+                    .unwrap();
+            r.validate(&Limits::default()).unwrap();
+            assert!(!r.apply_window(u64::MAX, 0).changed());
+            assert_eq!(fast, r.to_batches());
+        }
+    }
 
     #[test]
     fn payloads_round_trip() {

@@ -28,18 +28,18 @@ use crate::{ExportLogsServiceRequest, ExportMetricsServiceRequest, ExportTraceSe
 /// The rows of one request, per table (only tables that received rows).
 pub type TableBatches = Vec<(Table, RecordBatch)>;
 
-type MapB = MapBuilder<StringBuilder, StringBuilder>;
+pub(crate) type MapB = MapBuilder<StringBuilder, StringBuilder>;
 
 fn ts() -> TimestampNanosecondBuilder {
     TimestampNanosecondBuilder::new().with_timezone("UTC")
 }
 
-fn map() -> MapB {
+pub(crate) fn map() -> MapB {
     MapBuilder::new(None, StringBuilder::new(), StringBuilder::new())
 }
 
 /// Nanoseconds as stored in a `DateTime64(9)` column (i64 covers until 2262).
-fn nanos(t: u64) -> i64 {
+pub(crate) fn nanos(t: u64) -> i64 {
     i64::try_from(t).unwrap_or(i64::MAX)
 }
 
@@ -132,7 +132,7 @@ fn append_attrs(b: &mut MapB, attrs: &[KeyValue], scratch: &mut String) {
 }
 
 /// Appends an attribute map rendered earlier (see [`Context`]).
-fn append_pairs(b: &mut MapB, pairs: &[(String, String)]) {
+pub(crate) fn append_pairs(b: &mut MapB, pairs: &[(String, String)]) {
     for (k, v) in pairs {
         b.keys().append_value(k);
         b.values().append_value(v);
@@ -152,7 +152,7 @@ fn render_attrs(attrs: &[KeyValue]) -> Vec<(String, String)> {
 }
 
 /// Appends an id as lowercase hex without allocating.
-fn append_hex(b: &mut StringBuilder, bytes: &[u8]) {
+pub(crate) fn append_hex(b: &mut StringBuilder, bytes: &[u8]) {
     let mut buf = [0u8; 64];
     match buf.get_mut(..bytes.len() * 2) {
         Some(out) => {
@@ -183,7 +183,7 @@ fn finish(table: Table, columns: Vec<ArrayRef>) -> RecordBatch {
 
 /// Per-resource and per-scope columns shared by every row under them,
 /// rendered once per resource/scope rather than per row.
-struct Context {
+pub(crate) struct Context {
     service: String,
     resource: Vec<(String, String)>,
     scope_attrs: Vec<(String, String)>,
@@ -195,7 +195,7 @@ struct Context {
 }
 
 impl Context {
-    fn new(resource: Option<&Resource>, resource_schema_url: &str) -> Self {
+    pub(crate) fn new(resource: Option<&Resource>, resource_schema_url: &str) -> Self {
         Context {
             service: service_name(resource),
             resource: render_attrs(resource.map_or(&[][..], |r| &r.attributes[..])),
@@ -207,7 +207,7 @@ impl Context {
             scope_dropped: 0,
         }
     }
-    fn scope(&mut self, scope: Option<&InstrumentationScope>, schema_url: &str) {
+    pub(crate) fn scope(&mut self, scope: Option<&InstrumentationScope>, schema_url: &str) {
         self.scope_name = scope.map(|s| s.name.clone()).unwrap_or_default();
         self.scope_version = scope.map(|s| s.version.clone()).unwrap_or_default();
         self.scope_dropped = scope.map_or(0, |s| s.dropped_attributes_count);
@@ -216,80 +216,126 @@ impl Context {
     }
 }
 
+/// The columns of `otel_logs` being built. Shared by [`logs`] and the
+/// direct protobuf decoder ([`crate::fast`]), so both produce identical rows.
+pub(crate) struct LogColumns {
+    pub rows: usize,
+    pub timestamp: TimestampNanosecondBuilder,
+    pub trace_id: StringBuilder,
+    pub span_id: StringBuilder,
+    pub trace_flags: UInt8Builder,
+    pub severity_text: StringBuilder,
+    pub severity_number: UInt8Builder,
+    pub service: StringBuilder,
+    pub body: StringBuilder,
+    pub res_url: StringBuilder,
+    pub res_attrs: MapB,
+    pub scope_url: StringBuilder,
+    pub scope_name: StringBuilder,
+    pub scope_version: StringBuilder,
+    pub scope_attrs: MapB,
+    pub log_attrs: MapB,
+    pub event_name: StringBuilder,
+}
+
+impl LogColumns {
+    pub fn new() -> Self {
+        LogColumns {
+            rows: 0,
+            timestamp: ts(),
+            trace_id: StringBuilder::new(),
+            span_id: StringBuilder::new(),
+            trace_flags: UInt8Builder::new(),
+            severity_text: StringBuilder::new(),
+            severity_number: UInt8Builder::new(),
+            service: StringBuilder::new(),
+            body: StringBuilder::new(),
+            res_url: StringBuilder::new(),
+            res_attrs: map(),
+            scope_url: StringBuilder::new(),
+            scope_name: StringBuilder::new(),
+            scope_version: StringBuilder::new(),
+            scope_attrs: map(),
+            log_attrs: map(),
+            event_name: StringBuilder::new(),
+        }
+    }
+
+    /// Appends the resource and scope columns of one row.
+    pub fn append_context(&mut self, ctx: &Context) {
+        self.rows += 1;
+        self.service.append_value(&ctx.service);
+        self.res_url.append_value(&ctx.resource_schema_url);
+        append_pairs(&mut self.res_attrs, &ctx.resource);
+        self.scope_url.append_value(&ctx.scope_schema_url);
+        self.scope_name.append_value(&ctx.scope_name);
+        self.scope_version.append_value(&ctx.scope_version);
+        append_pairs(&mut self.scope_attrs, &ctx.scope_attrs);
+    }
+
+    pub fn finish(mut self) -> TableBatches {
+        if self.rows == 0 {
+            return Vec::new();
+        }
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.timestamp.finish()),
+            Arc::new(self.trace_id.finish()),
+            Arc::new(self.span_id.finish()),
+            Arc::new(self.trace_flags.finish()),
+            Arc::new(self.severity_text.finish()),
+            Arc::new(self.severity_number.finish()),
+            Arc::new(self.service.finish()),
+            Arc::new(self.body.finish()),
+            Arc::new(self.res_url.finish()),
+            Arc::new(self.res_attrs.finish()),
+            Arc::new(self.scope_url.finish()),
+            Arc::new(self.scope_name.finish()),
+            Arc::new(self.scope_version.finish()),
+            Arc::new(self.scope_attrs.finish()),
+            Arc::new(self.log_attrs.finish()),
+            Arc::new(self.event_name.finish()),
+        ];
+        vec![(Table::Logs, finish(Table::Logs, columns))]
+    }
+}
+
+/// The time a log record is filed under: its own, else when it was observed.
+pub fn log_time(time_unix_nano: u64, observed_time_unix_nano: u64) -> u64 {
+    if time_unix_nano != 0 {
+        time_unix_nano
+    } else {
+        observed_time_unix_nano
+    }
+}
+
 pub fn logs(req: &ExportLogsServiceRequest) -> TableBatches {
-    let mut timestamp = ts();
-    let (mut trace_id, mut span_id) = (StringBuilder::new(), StringBuilder::new());
-    let mut trace_flags = UInt8Builder::new();
-    let mut severity_text = StringBuilder::new();
-    let mut severity_number = UInt8Builder::new();
-    let (mut service, mut body, mut res_url) = (
-        StringBuilder::new(),
-        StringBuilder::new(),
-        StringBuilder::new(),
-    );
-    let (mut res_attrs, mut scope_attrs_b, mut log_attrs) = (map(), map(), map());
-    let (mut scope_url, mut scope_name, mut scope_version) = (
-        StringBuilder::new(),
-        StringBuilder::new(),
-        StringBuilder::new(),
-    );
-    let mut event_name = StringBuilder::new();
+    let mut c = LogColumns::new();
     let mut scratch = String::new();
-    let mut rows = 0usize;
     for rl in &req.resource_logs {
         let mut ctx = Context::new(rl.resource.as_ref(), &rl.schema_url);
         for sl in &rl.scope_logs {
             ctx.scope(sl.scope.as_ref(), &sl.schema_url);
             for lr in &sl.log_records {
-                rows += 1;
-                let t = if lr.time_unix_nano != 0 {
-                    lr.time_unix_nano
-                } else {
-                    lr.observed_time_unix_nano
-                };
-                timestamp.append_value(nanos(t));
-                append_hex(&mut trace_id, &lr.trace_id);
-                append_hex(&mut span_id, &lr.span_id);
-                trace_flags.append_value((lr.flags & 0xff) as u8);
-                severity_text.append_value(&lr.severity_text);
-                severity_number.append_value(lr.severity_number.clamp(0, 255) as u8);
-                service.append_value(&ctx.service);
+                c.append_context(&ctx);
+                c.timestamp.append_value(nanos(log_time(
+                    lr.time_unix_nano,
+                    lr.observed_time_unix_nano,
+                )));
+                append_hex(&mut c.trace_id, &lr.trace_id);
+                append_hex(&mut c.span_id, &lr.span_id);
+                c.trace_flags.append_value((lr.flags & 0xff) as u8);
+                c.severity_text.append_value(&lr.severity_text);
+                c.severity_number
+                    .append_value(lr.severity_number.clamp(0, 255) as u8);
                 scratch.clear();
                 any_value_string(lr.body.as_ref(), &mut scratch);
-                body.append_value(&scratch);
-                res_url.append_value(&ctx.resource_schema_url);
-                append_pairs(&mut res_attrs, &ctx.resource);
-                scope_url.append_value(&ctx.scope_schema_url);
-                scope_name.append_value(&ctx.scope_name);
-                scope_version.append_value(&ctx.scope_version);
-                append_pairs(&mut scope_attrs_b, &ctx.scope_attrs);
-                append_attrs(&mut log_attrs, &lr.attributes, &mut scratch);
-                event_name.append_value(&lr.event_name);
+                c.body.append_value(&scratch);
+                append_attrs(&mut c.log_attrs, &lr.attributes, &mut scratch);
+                c.event_name.append_value(&lr.event_name);
             }
         }
     }
-    if rows == 0 {
-        return Vec::new();
-    }
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(timestamp.finish()),
-        Arc::new(trace_id.finish()),
-        Arc::new(span_id.finish()),
-        Arc::new(trace_flags.finish()),
-        Arc::new(severity_text.finish()),
-        Arc::new(severity_number.finish()),
-        Arc::new(service.finish()),
-        Arc::new(body.finish()),
-        Arc::new(res_url.finish()),
-        Arc::new(res_attrs.finish()),
-        Arc::new(scope_url.finish()),
-        Arc::new(scope_name.finish()),
-        Arc::new(scope_version.finish()),
-        Arc::new(scope_attrs_b.finish()),
-        Arc::new(log_attrs.finish()),
-        Arc::new(event_name.finish()),
-    ];
-    vec![(Table::Logs, finish(Table::Logs, columns))]
+    c.finish()
 }
 
 pub fn span_kind_name(kind: i32) -> &'static str {

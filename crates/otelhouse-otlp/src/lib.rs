@@ -7,6 +7,7 @@
 
 pub mod convert;
 pub mod error;
+pub mod fast;
 pub mod gzip;
 pub mod json;
 pub mod limits;

@@ -157,6 +157,12 @@ impl Checker<'_> {
     }
 }
 
+/// Checks one attribute list against the limits (for callers that decode
+/// resources and scopes themselves).
+pub(crate) fn check_attributes(attrs: &[KeyValue], limits: &Limits) -> Result<(), PayloadError> {
+    Checker { limits, records: 0 }.attributes(attrs, Path::Root)
+}
+
 fn id(bytes: &[u8], want: usize, path: Path, name: &'static str) -> Result<(), PayloadError> {
     if bytes.is_empty() || bytes.len() == want {
         return Ok(());

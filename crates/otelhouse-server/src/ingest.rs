@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use otelhouse_otlp::convert::TableBatches;
-use otelhouse_otlp::{Limits, OtlpRequest, PayloadError};
+use otelhouse_otlp::{Encoding, Limits, OtlpRequest, PayloadError, fast};
 use otelhouse_schema::Signal;
 use otelhouse_storage::EmbeddedStore;
 use otelhouse_storage::embedded::kind_of;
@@ -87,6 +87,52 @@ impl Ingest {
         }
     }
 
+    fn oldest(&self, signal: Signal, now: u64) -> u64 {
+        now.saturating_sub(self.retention_of(signal).as_nanos() as u64)
+    }
+
+    fn check_room(&self, signal: Signal, records: u64) -> Result<(), IngestError> {
+        if self.store.has_room() {
+            return Ok(());
+        }
+        self.telemetry.rejected(signal, "overloaded", records);
+        Err(IngestError::Unavailable(
+            "the write buffer is full while parts are being written; retry later".into(),
+        ))
+    }
+
+    /// Makes a (decompressed) protobuf request durable. Logs take the direct
+    /// decoder ([`otelhouse_otlp::fast`]) when it recognises the request;
+    /// everything else, and anything it does not recognise, the general path.
+    pub async fn accept_protobuf(
+        &self,
+        signal: Signal,
+        body: bytes::Bytes,
+    ) -> Result<Accepted, IngestError> {
+        self.check_room(signal, 0)?;
+        if signal == Signal::Logs
+            && let Some((batches, records)) =
+                fast::logs(&body, &self.limits, self.oldest(signal, now_nanos()))
+        {
+            if records == 0 {
+                return Ok(Accepted::default());
+            }
+            return self
+                .commit(
+                    signal,
+                    records as u64,
+                    batches,
+                    Vec::from(body),
+                    Accepted::default(),
+                )
+                .await;
+        }
+        let request = OtlpRequest::decode(signal, Encoding::Protobuf, &body).inspect_err(|e| {
+            self.telemetry.rejected(signal, e.kind.as_str(), 0);
+        })?;
+        self.accept(request, Some(body)).await
+    }
+
     /// Makes a decoded request durable. Returns only after its records are
     /// fsync'd in the WAL and visible to queries. `received_protobuf` is the
     /// (decompressed) protobuf body the request was decoded from, if any: the
@@ -104,9 +150,7 @@ impl Ingest {
             return Err(e.into());
         }
         let now = now_nanos();
-        let retention = self.retention_of(signal);
-        let oldest = now.saturating_sub(retention.as_nanos() as u64);
-        let windowed = request.apply_window(now, oldest);
+        let windowed = request.apply_window(now, self.oldest(signal, now));
         let rejected = windowed.dropped;
         let accepted = Accepted {
             rejected,
@@ -114,7 +158,7 @@ impl Ingest {
                 format!(
                     "{rejected} {} older than the retention of {} were dropped",
                     record_noun(signal),
-                    humantime::format_duration(retention)
+                    humantime::format_duration(self.retention_of(signal))
                 )
             } else {
                 String::new()
@@ -127,17 +171,25 @@ impl Ingest {
         if records == 0 {
             return Ok(accepted);
         }
-        if !self.store.has_room() {
-            self.telemetry.rejected(signal, "overloaded", records);
-            return Err(IngestError::Unavailable(
-                "the write buffer is full while parts are being written; retry later".into(),
-            ));
-        }
+        self.check_room(signal, records)?;
         let batches = request.to_batches();
         let payload = match received_protobuf {
             Some(body) if !windowed.changed() => Vec::from(body),
             _ => request.encode(),
         };
+        self.commit(signal, records, batches, payload, accepted)
+            .await
+    }
+
+    /// WAL (group commit, fsync) → store tail → the answer.
+    async fn commit(
+        &self,
+        signal: Signal,
+        records: u64,
+        batches: TableBatches,
+        payload: Vec<u8>,
+        accepted: Accepted,
+    ) -> Result<Accepted, IngestError> {
         let done = self
             .committer
             .submit(kind_of(signal), payload, batches)

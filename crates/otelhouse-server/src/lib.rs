@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use axum::serve::ListenerExt;
 use otelhouse_auth::{Credentials, InitialCredentials, KeyCache};
 use otelhouse_storage::{EmbeddedStore, StoreOptions};
 use otelhouse_wal::{Committer, CommitterOptions, Wal, WalOptions};
@@ -229,7 +230,7 @@ pub async fn serve(
             ))
             .add_routes(grpc_routes)
             .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(grpc_l),
+                tonic::transport::server::TcpIncoming::from(grpc_l).with_nodelay(Some(true)),
                 stopped(stop_rx.clone()),
             ),
     );
@@ -238,7 +239,7 @@ pub async fn serve(
         keys: keys.clone(),
     });
     let http = tokio::spawn(
-        axum::serve(http_l, http_router)
+        axum::serve(http_l.tap_io(no_delay), http_router)
             .with_graceful_shutdown(stopped(stop_rx.clone()))
             .into_future(),
     );
@@ -249,7 +250,7 @@ pub async fn serve(
         telemetry,
     });
     let api = tokio::spawn(
-        axum::serve(api_l, api_router)
+        axum::serve(api_l.tap_io(no_delay), api_router)
             .with_graceful_shutdown(stopped(stop_rx))
             .into_future(),
     );
@@ -275,6 +276,11 @@ pub async fn serve(
     let _ = std::fs::remove_file(data_dir.join("listen.json"));
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Small responses (acks) go out at once instead of waiting on Nagle.
+fn no_delay(tcp: &mut tokio::net::TcpStream) {
+    let _ = tcp.set_nodelay(true);
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);

@@ -245,17 +245,24 @@ async fn export(State(state): State<OtlpHttpState>, request: Request, signal: Si
     } else {
         check_plain_size(body, limits.max_decompressed_bytes)
     };
-    let request =
-        decoded.and_then(|bytes| Ok((OtlpRequest::decode(signal, encoding, &bytes)?, bytes)));
-    let (request, bytes) = match request {
-        Ok(r) => r,
+    let bytes = match decoded {
+        Ok(b) => b,
         Err(e) => {
             telemetry.rejected(signal, e.kind.as_str(), 0);
             return payload_error(&e, encoding);
         }
     };
-    let received_protobuf = (encoding == Encoding::Protobuf).then_some(bytes);
-    match state.ingest.accept(request, received_protobuf).await {
+    let result = match encoding {
+        Encoding::Protobuf => state.ingest.accept_protobuf(signal, bytes).await,
+        Encoding::Json => match OtlpRequest::decode(signal, encoding, &bytes) {
+            Ok(request) => state.ingest.accept(request, None).await,
+            Err(e) => {
+                telemetry.rejected(signal, e.kind.as_str(), 0);
+                return payload_error(&e, encoding);
+            }
+        },
+    };
+    match result {
         Ok(accepted) => success(signal, encoding, &accepted),
         Err(e) => ingest_error(&e, encoding),
     }

@@ -31,7 +31,7 @@ use otelhouse_wal::{Apply, Entry};
 use parking_lot::Mutex;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
 use crate::Storage;
@@ -63,6 +63,21 @@ impl Default for StoreOptions {
         }
     }
 }
+
+/// Columns queries filter on, whose statistics let DataFusion skip data.
+const PRUNING_COLUMNS: &[&str] = &[
+    "Timestamp",
+    "TimeUnix",
+    "ServiceName",
+    "SeverityText",
+    "SeverityNumber",
+    "SpanName",
+    "SpanKind",
+    "StatusCode",
+    "Duration",
+    "MetricName",
+    "TraceId",
+];
 
 #[derive(Debug, Clone)]
 struct Part {
@@ -322,6 +337,14 @@ impl EmbeddedStore {
         // writer a hash lookup per value; zstd does their compression.
         for column in ["Body", "TraceId", "SpanId", "ParentSpanId"] {
             props = props.set_column_dictionary_enabled(ColumnPath::from(column), false);
+        }
+        // Min/max statistics cost a comparison per value; keep them only
+        // where a filter can use them to skip row groups and pages (not on
+        // map keys and values, bodies or nested arrays).
+        props = props.set_statistics_enabled(EnabledStatistics::None);
+        for column in PRUNING_COLUMNS {
+            props = props
+                .set_column_statistics_enabled(ColumnPath::from(*column), EnabledStatistics::Page);
         }
         let props = props.build();
         let mut writer =
