@@ -221,8 +221,9 @@ pub async fn serve(
     let grpc_svc = otlp_grpc::OtlpGrpc {
         ingest: ingest.clone(),
         keys: keys.clone(),
+        max_message_bytes: config.limits.max_decompressed_bytes,
     };
-    let grpc_routes = otlp_grpc::routes(grpc_svc, config.limits.max_decompressed_bytes);
+    let grpc_routes = otlp_grpc::routes(grpc_svc);
     let grpc = tokio::spawn(
         tonic::transport::Server::builder()
             .layer(otlp_grpc::cap_request_bytes(

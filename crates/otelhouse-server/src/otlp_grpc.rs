@@ -1,34 +1,37 @@
-//! OTLP/gRPC receiver (tonic). Decompression (gzip) and the decoded-size
-//! limit are tonic's (`max_decoding_message_size` caps the message both as
-//! received and after decompression); validation and everything after it is
-//! the shared [`Ingest`] pipeline.
+//! OTLP/gRPC receiver (tonic). The three `Export` methods are served with a
+//! pass-through codec: the request message arrives as protobuf bytes, so the
+//! shared [`Ingest`] pipeline can take its direct decoder for logs and keep
+//! the received bytes for the WAL (no prost round trip). Decompression
+//! (gzip) and the per-message size limit are tonic's: its
+//! `max_decoding_message_size` caps a message both as received and after
+//! decompression; [`CappedBody`] caps the whole request body.
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
-    LogsService, LogsServiceServer,
-};
+use bytes::{Buf, BufMut, Bytes};
 use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
-    MetricsService, MetricsServiceServer,
+    ExportLogsPartialSuccess, ExportLogsServiceResponse,
 };
 use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
+    ExportMetricsPartialSuccess, ExportMetricsServiceResponse,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+    ExportTracePartialSuccess, ExportTraceServiceResponse,
 };
 use otelhouse_auth::{KeyCache, SecretKind, secret_from_header};
-use otelhouse_otlp::OtlpRequest;
 use otelhouse_otlp::error::PayloadErrorKind;
 use otelhouse_schema::Signal;
-use tonic::codec::CompressionEncoding;
+use prost::Message;
+use tonic::codec::{
+    Codec, CompressionEncoding, DecodeBuf, Decoder, EnabledCompressionEncodings, EncodeBuf, Encoder,
+};
 use tonic::metadata::MetadataValue;
+use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Request, Response, Status};
 
 use crate::ingest::{Accepted, Ingest, IngestError, RETRY_AFTER};
@@ -37,15 +40,15 @@ use crate::ingest::{Accepted, Ingest, IngestError, RETRY_AFTER};
 pub struct OtlpGrpc {
     pub ingest: Arc<Ingest>,
     pub keys: KeyCache,
+    pub max_message_bytes: usize,
 }
 
 impl OtlpGrpc {
-    async fn handle<T>(
+    async fn export(
         &self,
         signal: Signal,
-        request: Request<T>,
-        wrap: impl FnOnce(T) -> OtlpRequest,
-    ) -> Result<Accepted, Status> {
+        request: Request<Bytes>,
+    ) -> Result<Response<Vec<u8>>, Status> {
         let key = request
             .metadata()
             .get("authorization")
@@ -63,10 +66,12 @@ impl OtlpGrpc {
             ));
         }
         let _slot = self.ingest.admit(signal).map_err(to_status)?;
-        self.ingest
-            .accept(wrap(request.into_inner()), None)
+        let accepted = self
+            .ingest
+            .accept_protobuf(signal, request.into_inner())
             .await
-            .map_err(to_status)
+            .map_err(to_status)?;
+        Ok(Response::new(response(signal, &accepted)))
     }
 }
 
@@ -89,91 +94,162 @@ fn to_status(e: IngestError) -> Status {
     }
 }
 
-fn partial(a: &Accepted) -> Option<(i64, String)> {
-    (a.rejected > 0 || !a.message.is_empty()).then(|| (a.rejected as i64, a.message.clone()))
-}
-
-#[tonic::async_trait]
-impl LogsService for OtlpGrpc {
-    async fn export(
-        &self,
-        request: Request<ExportLogsServiceRequest>,
-    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
-        let a = self
-            .handle(Signal::Logs, request, OtlpRequest::Logs)
-            .await?;
-        Ok(Response::new(ExportLogsServiceResponse {
-            partial_success: partial(&a).map(|(rejected_log_records, error_message)| {
-                ExportLogsPartialSuccess {
-                    rejected_log_records,
-                    error_message,
-                }
+/// The Export*ServiceResponse of a signal, protobuf-encoded.
+fn response(signal: Signal, a: &Accepted) -> Vec<u8> {
+    let partial = a.rejected > 0 || !a.message.is_empty();
+    let (rejected, message) = (a.rejected as i64, a.message.clone());
+    match signal {
+        Signal::Logs => ExportLogsServiceResponse {
+            partial_success: partial.then_some(ExportLogsPartialSuccess {
+                rejected_log_records: rejected,
+                error_message: message,
             }),
-        }))
+        }
+        .encode_to_vec(),
+        Signal::Traces => ExportTraceServiceResponse {
+            partial_success: partial.then_some(ExportTracePartialSuccess {
+                rejected_spans: rejected,
+                error_message: message,
+            }),
+        }
+        .encode_to_vec(),
+        Signal::Metrics => ExportMetricsServiceResponse {
+            partial_success: partial.then_some(ExportMetricsPartialSuccess {
+                rejected_data_points: rejected,
+                error_message: message,
+            }),
+        }
+        .encode_to_vec(),
     }
 }
 
-#[tonic::async_trait]
-impl TraceService for OtlpGrpc {
-    async fn export(
-        &self,
-        request: Request<ExportTraceServiceRequest>,
-    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        let a = self
-            .handle(Signal::Traces, request, OtlpRequest::Traces)
-            .await?;
-        Ok(Response::new(ExportTraceServiceResponse {
-            partial_success: partial(&a).map(|(rejected_spans, error_message)| {
-                ExportTracePartialSuccess {
-                    rejected_spans,
-                    error_message,
-                }
-            }),
-        }))
+/// Passes message bytes through: requests are decoded by the ingest
+/// pipeline, responses are encoded by [`response`].
+#[derive(Clone, Copy, Default)]
+struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
     }
 }
 
-#[tonic::async_trait]
-impl MetricsService for OtlpGrpc {
-    async fn export(
-        &self,
-        request: Request<ExportMetricsServiceRequest>,
-    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
-        let a = self
-            .handle(Signal::Metrics, request, OtlpRequest::Metrics)
-            .await?;
-        Ok(Response::new(ExportMetricsServiceResponse {
-            partial_success: partial(&a).map(|(rejected_data_points, error_message)| {
-                ExportMetricsPartialSuccess {
-                    rejected_data_points,
-                    error_message,
-                }
-            }),
-        }))
+impl Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = Status;
+    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(&item);
+        Ok(())
     }
 }
 
-/// The three OTLP services on one tonic router, gzip accepted and answered.
-pub fn routes(svc: OtlpGrpc, max_message_bytes: usize) -> tonic::service::Routes {
-    let gz = CompressionEncoding::Gzip;
-    tonic::service::Routes::new(
-        LogsServiceServer::new(svc.clone())
-            .accept_compressed(gz)
-            .send_compressed(gz)
-            .max_decoding_message_size(max_message_bytes),
-    )
-    .add_service(
-        TraceServiceServer::new(svc.clone())
-            .accept_compressed(gz)
-            .send_compressed(gz)
-            .max_decoding_message_size(max_message_bytes),
-    )
-    .add_service(
-        MetricsServiceServer::new(svc)
-            .accept_compressed(gz)
-            .send_compressed(gz)
-            .max_decoding_message_size(max_message_bytes),
-    )
+impl Decoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+/// Which OTLP service a [`SignalService`] is.
+pub trait OtlpService: Send + Sync + 'static {
+    const NAME: &'static str;
+    const SIGNAL: Signal;
+}
+
+pub struct LogsService;
+pub struct TraceService;
+pub struct MetricsService;
+
+impl OtlpService for LogsService {
+    const NAME: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
+    const SIGNAL: Signal = Signal::Logs;
+}
+impl OtlpService for TraceService {
+    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+    const SIGNAL: Signal = Signal::Traces;
+}
+impl OtlpService for MetricsService {
+    const NAME: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
+    const SIGNAL: Signal = Signal::Metrics;
+}
+
+/// One OTLP gRPC service (its `Export` method) on the raw codec.
+pub struct SignalService<S> {
+    inner: OtlpGrpc,
+    _service: PhantomData<S>,
+}
+
+impl<S> Clone for SignalService<S> {
+    fn clone(&self) -> Self {
+        SignalService {
+            inner: self.inner.clone(),
+            _service: PhantomData,
+        }
+    }
+}
+
+impl<S: OtlpService> NamedService for SignalService<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+struct Export<S>(OtlpGrpc, PhantomData<S>);
+
+impl<S: OtlpService> UnaryService<Bytes> for Export<S> {
+    type Response = Vec<u8>;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Vec<u8>>, Status>> + Send>>;
+    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
+        let svc = self.0.clone();
+        Box::pin(async move { svc.export(S::SIGNAL, request).await })
+    }
+}
+
+impl<S: OtlpService> tower::Service<http::Request<tonic::body::Body>> for SignalService<S> {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        let svc = self.inner.clone();
+        Box::pin(async move {
+            if req.uri().path() != format!("/{}/Export", S::NAME) {
+                return Ok(
+                    Status::unimplemented("OTLP services have one method, Export").into_http(),
+                );
+            }
+            let mut gzip = EnabledCompressionEncodings::default();
+            gzip.enable(CompressionEncoding::Gzip);
+            let max = svc.max_message_bytes;
+            let mut grpc = Grpc::new(RawCodec)
+                .apply_compression_config(gzip, gzip)
+                .apply_max_message_size_config(Some(max), None);
+            Ok(grpc.unary(Export::<S>(svc, PhantomData), req).await)
+        })
+    }
+}
+
+/// The three OTLP services on one tonic router.
+pub fn routes(svc: OtlpGrpc) -> tonic::service::Routes {
+    fn one<S: OtlpService>(inner: &OtlpGrpc) -> SignalService<S> {
+        SignalService {
+            inner: inner.clone(),
+            _service: PhantomData,
+        }
+    }
+    tonic::service::Routes::new(one::<LogsService>(&svc))
+        .add_service(one::<TraceService>(&svc))
+        .add_service(one::<MetricsService>(&svc))
 }
 
 /// Caps the bytes of a gRPC request body as received (compressed frames and
