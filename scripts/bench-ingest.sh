@@ -15,9 +15,11 @@ KEY=$("$BIN" init --data-dir "$DATA" --json | python3 -c 'import json,sys; print
 "$BIN" serve --data-dir "$DATA" --otlp-grpc-addr 127.0.0.1:0 --otlp-http-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 2>"$DATA.log" &
 PID=$!
 trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$(dirname "$DATA")"' EXIT
+
 for _ in $(seq 100); do [ -f "$DATA/listen.json" ] && break; sleep 0.1; done
 GRPC=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["otlp_grpc"])' "$DATA/listen.json")
 HTTP=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["otlp_http"])' "$DATA/listen.json")
+API=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["http"])' "$DATA/listen.json")
 
 for gz in "" "--gzip"; do
   "$LOADGEN" decode --signal logs $gz --batch 500 --seconds 5 --json | tail -1
@@ -27,3 +29,9 @@ done
 "$LOADGEN" send --signal logs --protocol http --endpoint "$HTTP" --key "$KEY" --batch 500 --concurrency 8 --duration "${SECS}s" --server-pid $PID --json | tail -1
 "$LOADGEN" send --signal logs --protocol http --gzip --endpoint "$HTTP" --key "$KEY" --batch 500 --concurrency 8 --duration "${SECS}s" --server-pid $PID --json | tail -1
 "$LOADGEN" send --signal traces --protocol grpc --endpoint "$GRPC" --key "$KEY" --batch 500 --concurrency 8 --duration "${SECS}s" --server-pid $PID --json | tail -1
+
+# Storage: stop cleanly (the tail is written to parts), then bytes per record.
+RECORDS=$(curl -s "http://$API/metrics" | awk '/^otelhouse_records_accepted_total/ {n += $2} END {print n}')
+kill -TERM $PID; wait $PID 2>/dev/null || true
+BYTES=$(du -sb "$DATA/parts" | cut -f1)
+python3 -c 'import json,sys; r,b=int(float(sys.argv[1])),int(sys.argv[2]); print(json.dumps({"stored_records": r, "part_bytes": b, "bytes_per_record": round(b/r, 1)}))' "$RECORDS" "$BYTES"
