@@ -301,6 +301,8 @@ mod tests {
 
     const NOW: u64 = 1_800_000_000_000_000_000;
 
+    type Mutation = Box<dyn Fn(&mut ExportLogsServiceRequest)>;
+
     fn kv(key: &str, v: Value) -> KeyValue {
         KeyValue {
             key: key.into(),
@@ -311,16 +313,24 @@ mod tests {
 
     fn record(i: u64, attrs: Vec<KeyValue>, body: Option<Value>) -> LogRecord {
         LogRecord {
-            time_unix_nano: if i % 3 == 0 { 0 } else { NOW + i },
+            time_unix_nano: if i.is_multiple_of(3) { 0 } else { NOW + i },
             observed_time_unix_nano: NOW + 1000 + i,
             severity_number: (i % 25) as i32,
             severity_text: format!("SEV{i}"),
             body: body.map(|v| AnyValue { value: Some(v) }),
             attributes: attrs,
             flags: 0x101,
-            trace_id: if i % 2 == 0 { vec![0xab; 16] } else { vec![] },
-            span_id: if i % 2 == 0 { vec![0x0c; 8] } else { vec![] },
-            event_name: if i % 4 == 0 {
+            trace_id: if i.is_multiple_of(2) {
+                vec![0xab; 16]
+            } else {
+                vec![]
+            },
+            span_id: if i.is_multiple_of(2) {
+                vec![0x0c; 8]
+            } else {
+                vec![]
+            },
+            event_name: if i.is_multiple_of(4) {
                 "evt".into()
             } else {
                 String::new()
@@ -335,7 +345,7 @@ mod tests {
                 kv("s", Value::StringValue(format!("v{i}"))),
                 kv("i", Value::IntValue(-(i as i64) * 1_000_000_007)),
                 kv("d", Value::DoubleValue(i as f64 / 3.0)),
-                kv("b", Value::BoolValue(i % 2 == 0)),
+                kv("b", Value::BoolValue(i.is_multiple_of(2))),
                 kv("bytes", Value::BytesValue(vec![0, 1, 2, i as u8])),
                 KeyValue {
                     key: "empty".into(),
@@ -465,7 +475,7 @@ mod tests {
     #[test]
     fn everything_else_goes_to_the_general_path() {
         let base = request();
-        let mutations: Vec<(&str, Box<dyn Fn(&mut ExportLogsServiceRequest)>)> = vec![
+        let mutations: Vec<(&str, Mutation)> = vec![
             (
                 "array attribute",
                 Box::new(|r| {

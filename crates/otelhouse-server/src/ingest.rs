@@ -4,12 +4,22 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceResponse,
+};
 use otelhouse_otlp::convert::TableBatches;
 use otelhouse_otlp::{Encoding, Limits, OtlpRequest, PayloadError, fast};
 use otelhouse_schema::Signal;
 use otelhouse_storage::EmbeddedStore;
 use otelhouse_storage::embedded::kind_of;
 use otelhouse_wal::{Committer, SubmitError};
+use prost::Message;
 
 use crate::config::Retention;
 use crate::telemetry::Telemetry;
@@ -20,6 +30,38 @@ use crate::telemetry::Telemetry;
 pub struct Accepted {
     pub rejected: u64,
     pub message: String,
+}
+
+impl Accepted {
+    /// The signal's Export*ServiceResponse, protobuf-encoded, with partial
+    /// success set when anything was refused (OTLP spec).
+    pub fn to_protobuf(&self, signal: Signal) -> Vec<u8> {
+        let partial = self.rejected > 0 || !self.message.is_empty();
+        let (rejected, message) = (self.rejected as i64, self.message.clone());
+        match signal {
+            Signal::Logs => ExportLogsServiceResponse {
+                partial_success: partial.then_some(ExportLogsPartialSuccess {
+                    rejected_log_records: rejected,
+                    error_message: message,
+                }),
+            }
+            .encode_to_vec(),
+            Signal::Traces => ExportTraceServiceResponse {
+                partial_success: partial.then_some(ExportTracePartialSuccess {
+                    rejected_spans: rejected,
+                    error_message: message,
+                }),
+            }
+            .encode_to_vec(),
+            Signal::Metrics => ExportMetricsServiceResponse {
+                partial_success: partial.then_some(ExportMetricsPartialSuccess {
+                    rejected_data_points: rejected,
+                    error_message: message,
+                }),
+            }
+            .encode_to_vec(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

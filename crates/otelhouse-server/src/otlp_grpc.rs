@@ -14,19 +14,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, BufMut, Bytes};
-use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsPartialSuccess, ExportLogsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsPartialSuccess, ExportMetricsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceResponse,
-};
 use otelhouse_auth::{KeyCache, SecretKind, secret_from_header};
 use otelhouse_otlp::error::PayloadErrorKind;
 use otelhouse_schema::Signal;
-use prost::Message;
 use tonic::codec::{
     Codec, CompressionEncoding, DecodeBuf, Decoder, EnabledCompressionEncodings, EncodeBuf, Encoder,
 };
@@ -34,7 +24,7 @@ use tonic::metadata::MetadataValue;
 use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Request, Response, Status};
 
-use crate::ingest::{Accepted, Ingest, IngestError, RETRY_AFTER};
+use crate::ingest::{Ingest, IngestError, RETRY_AFTER};
 
 #[derive(Clone)]
 pub struct OtlpGrpc {
@@ -71,7 +61,7 @@ impl OtlpGrpc {
             .accept_protobuf(signal, request.into_inner())
             .await
             .map_err(to_status)?;
-        Ok(Response::new(response(signal, &accepted)))
+        Ok(Response::new(accepted.to_protobuf(signal)))
     }
 }
 
@@ -94,37 +84,8 @@ fn to_status(e: IngestError) -> Status {
     }
 }
 
-/// The Export*ServiceResponse of a signal, protobuf-encoded.
-fn response(signal: Signal, a: &Accepted) -> Vec<u8> {
-    let partial = a.rejected > 0 || !a.message.is_empty();
-    let (rejected, message) = (a.rejected as i64, a.message.clone());
-    match signal {
-        Signal::Logs => ExportLogsServiceResponse {
-            partial_success: partial.then_some(ExportLogsPartialSuccess {
-                rejected_log_records: rejected,
-                error_message: message,
-            }),
-        }
-        .encode_to_vec(),
-        Signal::Traces => ExportTraceServiceResponse {
-            partial_success: partial.then_some(ExportTracePartialSuccess {
-                rejected_spans: rejected,
-                error_message: message,
-            }),
-        }
-        .encode_to_vec(),
-        Signal::Metrics => ExportMetricsServiceResponse {
-            partial_success: partial.then_some(ExportMetricsPartialSuccess {
-                rejected_data_points: rejected,
-                error_message: message,
-            }),
-        }
-        .encode_to_vec(),
-    }
-}
-
 /// Passes message bytes through: requests are decoded by the ingest
-/// pipeline, responses are encoded by [`response`].
+/// pipeline, responses are encoded by [`Accepted::to_protobuf`](crate::ingest::Accepted::to_protobuf).
 #[derive(Clone, Copy, Default)]
 struct RawCodec;
 

@@ -10,15 +10,6 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsPartialSuccess, ExportLogsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsPartialSuccess, ExportMetricsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceResponse,
-};
 use otelhouse_auth::{KeyCache, SecretKind, secret_from_header};
 use otelhouse_otlp::error::PayloadErrorKind;
 use otelhouse_otlp::gzip::gunzip_limited;
@@ -144,33 +135,11 @@ fn success(signal: Signal, encoding: Encoding, accepted: &Accepted) -> Response 
             )
                 .into_response()
         }
-        Encoding::Protobuf => {
-            let partial = rejected > 0 || !message.is_empty();
-            let body = match signal {
-                Signal::Logs => ExportLogsServiceResponse {
-                    partial_success: partial.then_some(ExportLogsPartialSuccess {
-                        rejected_log_records: rejected,
-                        error_message: message,
-                    }),
-                }
-                .encode_to_vec(),
-                Signal::Traces => ExportTraceServiceResponse {
-                    partial_success: partial.then_some(ExportTracePartialSuccess {
-                        rejected_spans: rejected,
-                        error_message: message,
-                    }),
-                }
-                .encode_to_vec(),
-                Signal::Metrics => ExportMetricsServiceResponse {
-                    partial_success: partial.then_some(ExportMetricsPartialSuccess {
-                        rejected_data_points: rejected,
-                        error_message: message,
-                    }),
-                }
-                .encode_to_vec(),
-            };
-            ([(header::CONTENT_TYPE, "application/x-protobuf")], body).into_response()
-        }
+        Encoding::Protobuf => (
+            [(header::CONTENT_TYPE, "application/x-protobuf")],
+            accepted.to_protobuf(signal),
+        )
+            .into_response(),
     }
 }
 
