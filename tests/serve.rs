@@ -733,3 +733,105 @@ async fn settings_come_from_a_config_file_and_the_environment_with_flags_winning
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("max_recods"));
 }
+
+/// Sends raw bytes as the gRPC message, to test what the server does with
+/// input no well-behaved client would produce.
+async fn grpc_raw(
+    s: &Server,
+    path: &'static str,
+    key: &str,
+    message: Vec<u8>,
+) -> Result<Vec<u8>, tonic::Status> {
+    use bytes::{Buf, BufMut};
+    use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+    #[derive(Default)]
+    struct Raw;
+    impl Codec for Raw {
+        type Encode = Vec<u8>;
+        type Decode = Vec<u8>;
+        type Encoder = Raw;
+        type Decoder = Raw;
+        fn encoder(&mut self) -> Raw {
+            Raw
+        }
+        fn decoder(&mut self) -> Raw {
+            Raw
+        }
+    }
+    impl Encoder for Raw {
+        type Item = Vec<u8>;
+        type Error = tonic::Status;
+        fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+            dst.put_slice(&item);
+            Ok(())
+        }
+    }
+    impl Decoder for Raw {
+        type Item = Vec<u8>;
+        type Error = tonic::Status;
+        fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+            Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
+        }
+    }
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", s.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    grpc.unary(
+        with_key(message, key),
+        http::uri::PathAndQuery::from_static(path),
+        Raw,
+    )
+    .await
+    .map(|r| r.into_inner())
+}
+
+#[tokio::test]
+async fn grpc_refuses_garbage_and_unknown_methods_and_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let creds = init(dir.path());
+    let s = Server::start(dir.path(), &[]);
+    let logs = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
+    let err = grpc_raw(&s, logs, &creds.ingestion_key, vec![0xff, 0xff, 0xff])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("protobuf"), "{err:?}");
+    // A record with a trace id of the wrong length: the path is named.
+    let mut req = logs_request("grpc-bad", &bodies("bad id", 1));
+    req.resource_logs[0].scope_logs[0].log_records[0].trace_id = vec![7; 3];
+    let err = grpc_raw(&s, logs, &creds.ingestion_key, req.encode_to_vec())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("logRecords[0].traceId"), "{err:?}");
+    let err = grpc_raw(
+        &s,
+        "/opentelemetry.proto.collector.logs.v1.LogsService/Nope",
+        &creds.ingestion_key,
+        vec![],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented);
+    // A valid message through the same raw path is acknowledged and stored.
+    let ok = logs_request("grpc-raw", &bodies("raw ok", 2)).encode_to_vec();
+    let resp = grpc_raw(&s, logs, &creds.ingestion_key, ok).await.unwrap();
+    assert!(
+        ExportLogsServiceResponse::decode(&resp[..])
+            .unwrap()
+            .partial_success
+            .is_none()
+    );
+    let rows = rows_eventually(
+        &s,
+        &creds.api_token,
+        "/api/v1/search?signal=logs&limit=100",
+        2,
+    )
+    .await;
+    assert_eq!(rows.len(), 2, "only the valid request was stored");
+}
