@@ -3,6 +3,7 @@
 # generated OTLP batches over gRPC and HTTP with the load generator, and runs
 # the decode-only baseline over the same payloads. Prints one JSON line per run.
 # Usage: scripts/bench-ingest.sh [seconds per run, default 20]
+# EXTRA_SERVE_ARGS passes more flags to `otelhouse serve`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/otelhouse-target}"
@@ -12,7 +13,8 @@ BIN="$CARGO_TARGET_DIR/release/otelhouse"
 LOADGEN="$CARGO_TARGET_DIR/release/otelhouse-loadgen"
 DATA="$(mktemp -d)/data"
 KEY=$("$BIN" init --data-dir "$DATA" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["ingestion_key"])')
-"$BIN" serve --data-dir "$DATA" --otlp-grpc-addr 127.0.0.1:0 --otlp-http-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 2>"$DATA.log" &
+read -r -a EXTRA <<< "${EXTRA_SERVE_ARGS:-}"
+"$BIN" serve --data-dir "$DATA" --otlp-grpc-addr 127.0.0.1:0 --otlp-http-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 "${EXTRA[@]}" 2>"$DATA.log" &
 PID=$!
 trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$(dirname "$DATA")"' EXIT
 

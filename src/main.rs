@@ -75,6 +75,12 @@ struct ServeArgs {
     /// Write in-memory rows to Parquet parts at least this often [default: 30s]
     #[arg(long, env = "OTELHOUSE_FLUSH_INTERVAL", value_parser = humantime::parse_duration)]
     flush_interval: Option<std::time::Duration>,
+    /// Write a table's in-memory rows to a part once it holds this many rows [default: 500000]
+    #[arg(long, env = "OTELHOUSE_FLUSH_ROWS")]
+    flush_rows: Option<usize>,
+    /// ...or this many bytes [default: 128 MiB]
+    #[arg(long, env = "OTELHOUSE_FLUSH_BYTES")]
+    flush_bytes: Option<usize>,
     /// Memory for rows not yet in parts; beyond it ingestion answers 503 [default: 512 MiB]
     #[arg(long, env = "OTELHOUSE_MAX_MEMORY_BYTES")]
     max_memory_bytes: Option<usize>,
@@ -113,6 +119,8 @@ impl ServeArgs {
             self.max_decompressed_bytes,
         );
         set(&mut c.storage.flush_interval, self.flush_interval);
+        set(&mut c.storage.flush_rows, self.flush_rows);
+        set(&mut c.storage.flush_bytes, self.flush_bytes);
         set(&mut c.storage.max_memory_bytes, self.max_memory_bytes);
         set(&mut c.storage.max_wal_bytes, self.max_wal_bytes);
         Ok(c)

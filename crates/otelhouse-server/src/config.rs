@@ -39,8 +39,10 @@ pub struct StorageConfig {
     /// Flush a table's in-memory tail to a Parquet part after this long...
     #[serde(with = "human_duration")]
     pub flush_interval: Duration,
-    /// ...or once it holds this many rows.
+    /// ...or once it holds this many rows...
     pub flush_rows: usize,
+    /// ...or this many bytes of memory.
+    pub flush_bytes: usize,
     /// In-memory tail budget (all tables); beyond it ingestion answers 503.
     pub max_memory_bytes: usize,
     /// WAL disk budget; beyond it ingestion answers 503.
@@ -70,6 +72,7 @@ impl Default for StorageConfig {
         StorageConfig {
             flush_interval: Duration::from_secs(30),
             flush_rows: 500_000,
+            flush_bytes: 128 << 20,
             max_memory_bytes: 512 << 20,
             max_wal_bytes: 4 << 30,
             max_queue_bytes: 64 << 20,

@@ -157,7 +157,7 @@ pub async fn serve(
         &data_dir,
         StoreOptions {
             flush_rows: s.flush_rows,
-            flush_bytes: 128 << 20,
+            flush_bytes: s.flush_bytes,
             flush_interval: s.flush_interval,
             max_tail_bytes: s.max_memory_bytes,
             query_timeout: s.query_timeout,
