@@ -26,7 +26,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (OTLP gRPC + HTTP, API). Initialises the data directory on first start.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Initialise a data directory without starting a server; prints the credentials once.
     Init {
         #[arg(long, env = "OTELHOUSE_DATA_DIR", default_value = "./otelhouse-data")]
