@@ -624,6 +624,63 @@ mod tests {
         assert_eq!(store.min_next_seq(), 4);
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rows_are_seen_exactly_once_while_tails_become_parts() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = StoreOptions {
+            flush_rows: 1,
+            ..StoreOptions::default()
+        };
+        let store = EmbeddedStore::open(dir.path(), opts).unwrap();
+        let applied = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let writer = {
+            let (store, applied) = (store.clone(), applied.clone());
+            std::thread::spawn(move || {
+                let mut applier = store.applier();
+                for seq in 1..=300u64 {
+                    let a = format!("r{seq}a");
+                    let b = format!("r{seq}b");
+                    applier.apply(seq, request(&[a.as_str(), b.as_str()]).to_batches());
+                    applied.fetch_add(2, std::sync::atomic::Ordering::SeqCst);
+                    if seq % 10 == 0 {
+                        store.flush(false).unwrap();
+                    }
+                    std::thread::sleep(std::time::Duration::from_micros(500));
+                }
+            })
+        };
+        let q = SearchQuery {
+            signal: Signal::Logs,
+            text: None,
+            range: TimeRange::default(),
+            limit: 10_000,
+        };
+        let mut checks = 0;
+        while !writer.is_finished() || checks == 0 {
+            let before = applied.load(std::sync::atomic::Ordering::SeqCst);
+            let rows = store.search(&q).await.unwrap();
+            let after = applied.load(std::sync::atomic::Ordering::SeqCst);
+            let bodies: std::collections::HashSet<_> = rows
+                .iter()
+                .map(|r| r["Body"].as_str().unwrap().to_owned())
+                .collect();
+            assert_eq!(bodies.len(), rows.len(), "a row was seen twice");
+            assert!(
+                before <= rows.len() && rows.len() <= after,
+                "{before} <= {} <= {after}",
+                rows.len()
+            );
+            checks += 1;
+        }
+        writer.join().unwrap();
+        assert_eq!(count(&store).await, 600);
+        assert!(
+            store.stats()[0].parts >= 10,
+            "flushes happened during the queries"
+        );
+        assert!(checks >= 5, "queries ran while rows moved ({checks})");
+    }
+
     #[test]
     fn leftover_temporary_parts_are_removed_on_open() {
         let dir = tempfile::tempdir().unwrap();
