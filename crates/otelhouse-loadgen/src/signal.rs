@@ -142,10 +142,12 @@ impl Signal {
 
 fn pipeline_count(signal: Signal, proto: &[u8], limits: &otelhouse_otlp::Limits) -> usize {
     use otelhouse_otlp::{Encoding, OtlpRequest};
-    // As the server does: logs try the direct decoder first.
-    if signal == Signal::Logs
-        && let Some((batches, rows)) = otelhouse_otlp::fast::logs(proto, limits, 0)
-    {
+    // As the server does: logs and spans try the direct decoder first.
+    let direct = match signal {
+        Signal::Logs => otelhouse_otlp::fast::logs(proto, limits, 0),
+        Signal::Traces => otelhouse_otlp::fast::traces(proto, limits, 0),
+    };
+    if let Some((batches, rows)) = direct {
         std::hint::black_box(batches);
         return rows;
     }

@@ -357,104 +357,154 @@ pub fn status_code_name(code: i32) -> &'static str {
     }
 }
 
+/// The columns of `otel_traces` being built; shared with [`crate::fast`].
+pub(crate) struct SpanColumns {
+    pub rows: usize,
+    pub timestamp: TimestampNanosecondBuilder,
+    pub trace_id: StringBuilder,
+    pub span_id: StringBuilder,
+    pub parent: StringBuilder,
+    pub trace_state: StringBuilder,
+    pub name: StringBuilder,
+    pub kind: StringBuilder,
+    pub service: StringBuilder,
+    pub res_attrs: MapB,
+    pub scope_name: StringBuilder,
+    pub scope_version: StringBuilder,
+    pub span_attrs: MapB,
+    pub duration: UInt64Builder,
+    pub status_code: StringBuilder,
+    pub status_message: StringBuilder,
+    pub ev_ts: ListBuilder<TimestampNanosecondBuilder>,
+    pub ev_name: ListBuilder<StringBuilder>,
+    pub ev_attrs: ListBuilder<MapB>,
+    pub link_trace: ListBuilder<StringBuilder>,
+    pub link_span: ListBuilder<StringBuilder>,
+    pub link_state: ListBuilder<StringBuilder>,
+    pub link_attrs: ListBuilder<MapB>,
+}
+
+impl SpanColumns {
+    pub fn new() -> Self {
+        SpanColumns {
+            rows: 0,
+            timestamp: ts(),
+            trace_id: StringBuilder::new(),
+            span_id: StringBuilder::new(),
+            parent: StringBuilder::new(),
+            trace_state: StringBuilder::new(),
+            name: StringBuilder::new(),
+            kind: StringBuilder::new(),
+            service: StringBuilder::new(),
+            res_attrs: map(),
+            scope_name: StringBuilder::new(),
+            scope_version: StringBuilder::new(),
+            span_attrs: map(),
+            duration: UInt64Builder::new(),
+            status_code: StringBuilder::new(),
+            status_message: StringBuilder::new(),
+            ev_ts: ListBuilder::new(ts()),
+            ev_name: ListBuilder::new(StringBuilder::new()),
+            ev_attrs: ListBuilder::new(map()),
+            link_trace: ListBuilder::new(StringBuilder::new()),
+            link_span: ListBuilder::new(StringBuilder::new()),
+            link_state: ListBuilder::new(StringBuilder::new()),
+            link_attrs: ListBuilder::new(map()),
+        }
+    }
+
+    /// Appends the resource and scope columns of one row.
+    pub fn append_context(&mut self, ctx: &Context) {
+        self.rows += 1;
+        self.service.append_value(&ctx.service);
+        append_pairs(&mut self.res_attrs, &ctx.resource);
+        self.scope_name.append_value(&ctx.scope_name);
+        self.scope_version.append_value(&ctx.scope_version);
+    }
+
+    /// Closes the event and link lists of the current row.
+    pub fn end_row(&mut self) {
+        self.ev_ts.append(true);
+        self.ev_name.append(true);
+        self.ev_attrs.append(true);
+        self.link_trace.append(true);
+        self.link_span.append(true);
+        self.link_state.append(true);
+        self.link_attrs.append(true);
+    }
+
+    pub fn finish(mut self) -> TableBatches {
+        if self.rows == 0 {
+            return Vec::new();
+        }
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.timestamp.finish()),
+            Arc::new(self.trace_id.finish()),
+            Arc::new(self.span_id.finish()),
+            Arc::new(self.parent.finish()),
+            Arc::new(self.trace_state.finish()),
+            Arc::new(self.name.finish()),
+            Arc::new(self.kind.finish()),
+            Arc::new(self.service.finish()),
+            Arc::new(self.res_attrs.finish()),
+            Arc::new(self.scope_name.finish()),
+            Arc::new(self.scope_version.finish()),
+            Arc::new(self.span_attrs.finish()),
+            Arc::new(self.duration.finish()),
+            Arc::new(self.status_code.finish()),
+            Arc::new(self.status_message.finish()),
+            Arc::new(self.ev_ts.finish()),
+            Arc::new(self.ev_name.finish()),
+            Arc::new(self.ev_attrs.finish()),
+            Arc::new(self.link_trace.finish()),
+            Arc::new(self.link_span.finish()),
+            Arc::new(self.link_state.finish()),
+            Arc::new(self.link_attrs.finish()),
+        ];
+        vec![(Table::Traces, finish(Table::Traces, columns))]
+    }
+}
+
 pub fn traces(req: &ExportTraceServiceRequest) -> TableBatches {
-    let mut timestamp = ts();
-    let (mut trace_id, mut span_id, mut parent) = (
-        StringBuilder::new(),
-        StringBuilder::new(),
-        StringBuilder::new(),
-    );
-    let (mut trace_state, mut name, mut kind, mut service) = (
-        StringBuilder::new(),
-        StringBuilder::new(),
-        StringBuilder::new(),
-        StringBuilder::new(),
-    );
-    let mut res_attrs = map();
-    let (mut scope_name, mut scope_version) = (StringBuilder::new(), StringBuilder::new());
-    let mut span_attrs = map();
-    let mut duration = UInt64Builder::new();
-    let (mut status_code, mut status_message) = (StringBuilder::new(), StringBuilder::new());
-    let mut ev_ts = ListBuilder::new(ts());
-    let mut ev_name = ListBuilder::new(StringBuilder::new());
-    let mut ev_attrs = ListBuilder::new(map());
-    let mut link_trace = ListBuilder::new(StringBuilder::new());
-    let mut link_span = ListBuilder::new(StringBuilder::new());
-    let mut link_state = ListBuilder::new(StringBuilder::new());
-    let mut link_attrs = ListBuilder::new(map());
+    let mut c = SpanColumns::new();
     let mut scratch = String::new();
-    let mut rows = 0usize;
     for rs in &req.resource_spans {
         let mut ctx = Context::new(rs.resource.as_ref(), &rs.schema_url);
         for ss in &rs.scope_spans {
             ctx.scope(ss.scope.as_ref(), &ss.schema_url);
             for s in &ss.spans {
-                rows += 1;
-                timestamp.append_value(nanos(s.start_time_unix_nano));
-                append_hex(&mut trace_id, &s.trace_id);
-                append_hex(&mut span_id, &s.span_id);
-                append_hex(&mut parent, &s.parent_span_id);
-                trace_state.append_value(&s.trace_state);
-                name.append_value(&s.name);
-                kind.append_value(span_kind_name(s.kind));
-                service.append_value(&ctx.service);
-                append_pairs(&mut res_attrs, &ctx.resource);
-                scope_name.append_value(&ctx.scope_name);
-                scope_version.append_value(&ctx.scope_version);
-                append_attrs(&mut span_attrs, &s.attributes, &mut scratch);
-                duration.append_value(s.end_time_unix_nano.saturating_sub(s.start_time_unix_nano));
+                c.append_context(&ctx);
+                c.timestamp.append_value(nanos(s.start_time_unix_nano));
+                append_hex(&mut c.trace_id, &s.trace_id);
+                append_hex(&mut c.span_id, &s.span_id);
+                append_hex(&mut c.parent, &s.parent_span_id);
+                c.trace_state.append_value(&s.trace_state);
+                c.name.append_value(&s.name);
+                c.kind.append_value(span_kind_name(s.kind));
+                append_attrs(&mut c.span_attrs, &s.attributes, &mut scratch);
+                c.duration
+                    .append_value(s.end_time_unix_nano.saturating_sub(s.start_time_unix_nano));
                 let status = s.status.as_ref();
-                status_code.append_value(status_code_name(status.map_or(0, |st| st.code)));
-                status_message.append_value(status.map_or("", |st| &st.message));
+                c.status_code
+                    .append_value(status_code_name(status.map_or(0, |st| st.code)));
+                c.status_message
+                    .append_value(status.map_or("", |st| &st.message));
                 for e in &s.events {
-                    ev_ts.values().append_value(nanos(e.time_unix_nano));
-                    ev_name.values().append_value(&e.name);
-                    append_attrs(ev_attrs.values(), &e.attributes, &mut scratch);
+                    c.ev_ts.values().append_value(nanos(e.time_unix_nano));
+                    c.ev_name.values().append_value(&e.name);
+                    append_attrs(c.ev_attrs.values(), &e.attributes, &mut scratch);
                 }
-                ev_ts.append(true);
-                ev_name.append(true);
-                ev_attrs.append(true);
                 for l in &s.links {
-                    append_hex(link_trace.values(), &l.trace_id);
-                    append_hex(link_span.values(), &l.span_id);
-                    link_state.values().append_value(&l.trace_state);
-                    append_attrs(link_attrs.values(), &l.attributes, &mut scratch);
+                    append_hex(c.link_trace.values(), &l.trace_id);
+                    append_hex(c.link_span.values(), &l.span_id);
+                    c.link_state.values().append_value(&l.trace_state);
+                    append_attrs(c.link_attrs.values(), &l.attributes, &mut scratch);
                 }
-                link_trace.append(true);
-                link_span.append(true);
-                link_state.append(true);
-                link_attrs.append(true);
+                c.end_row();
             }
         }
     }
-    if rows == 0 {
-        return Vec::new();
-    }
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(timestamp.finish()),
-        Arc::new(trace_id.finish()),
-        Arc::new(span_id.finish()),
-        Arc::new(parent.finish()),
-        Arc::new(trace_state.finish()),
-        Arc::new(name.finish()),
-        Arc::new(kind.finish()),
-        Arc::new(service.finish()),
-        Arc::new(res_attrs.finish()),
-        Arc::new(scope_name.finish()),
-        Arc::new(scope_version.finish()),
-        Arc::new(span_attrs.finish()),
-        Arc::new(duration.finish()),
-        Arc::new(status_code.finish()),
-        Arc::new(status_message.finish()),
-        Arc::new(ev_ts.finish()),
-        Arc::new(ev_name.finish()),
-        Arc::new(ev_attrs.finish()),
-        Arc::new(link_trace.finish()),
-        Arc::new(link_span.finish()),
-        Arc::new(link_state.finish()),
-        Arc::new(link_attrs.finish()),
-    ];
-    vec![(Table::Traces, finish(Table::Traces, columns))]
+    c.finish()
 }
 
 /// The columns every metric table starts with (schema's `METRIC_COMMON_COLUMNS`).

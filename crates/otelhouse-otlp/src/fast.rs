@@ -1,5 +1,5 @@
-//! Direct OTLP/protobuf → Arrow decoding of logs, without building prost
-//! structs first.
+//! Direct OTLP/protobuf → Arrow decoding of logs and spans, without
+//! building prost structs first.
 //!
 //! Why hand-written: decoding with prost allocates a `String` per attribute
 //! key and value, which [`crate::convert`] then copies into Arrow builders
@@ -23,7 +23,10 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
 use crate::Limits;
-use crate::convert::{Context, LogColumns, TableBatches, append_hex, format_f64, log_time, nanos};
+use crate::convert::{
+    Context, LogColumns, MapB, SpanColumns, TableBatches, append_hex, format_f64, log_time, nanos,
+    span_kind_name, status_code_name,
+};
 
 /// One protobuf field value.
 enum Wire<'a> {
@@ -115,37 +118,6 @@ fn once<T>(slot: &mut Option<T>, value: T) -> Option<()> {
     Some(())
 }
 
-/// Decodes a logs export request straight into `otel_logs` rows; see the
-/// module docs for when it answers `None`. `oldest` is the retention cutoff
-/// (unix nanos). Returns the rows and the number of records.
-pub fn logs(body: &[u8], limits: &Limits, oldest: u64) -> Option<(TableBatches, usize)> {
-    if limits.max_value_depth == 0 {
-        return None;
-    }
-    let mut d = Decoder {
-        limits,
-        oldest,
-        cols: LogColumns::new(),
-        scratch: String::new(),
-    };
-    for field in Fields::new(body) {
-        match field? {
-            (1, Wire::Bytes(rl)) => d.resource_logs(rl)?,
-            (1, _) => return None,
-            _ => {}
-        }
-    }
-    let rows = d.cols.rows;
-    Some((d.cols.finish(), rows))
-}
-
-struct Decoder<'l> {
-    limits: &'l Limits,
-    oldest: u64,
-    cols: LogColumns,
-    scratch: String,
-}
-
 /// The parts of a message to visit after a first pass, so that fields may
 /// come in any order (the resource may follow its records).
 #[derive(Default)]
@@ -155,6 +127,8 @@ struct Outer<'a> {
     children: Vec<&'a [u8]>,
 }
 
+/// ResourceLogs/ResourceSpans and ScopeLogs/ScopeSpans share one shape:
+/// 1 = resource or scope, 2 = repeated children, 3 = schema URL.
 fn outer(msg: &[u8]) -> Option<Outer<'_>> {
     let mut o = Outer::default();
     for field in Fields::new(msg) {
@@ -169,105 +143,276 @@ fn outer(msg: &[u8]) -> Option<Outer<'_>> {
     Some(o)
 }
 
-impl Decoder<'_> {
-    fn resource_logs(&mut self, msg: &[u8]) -> Option<()> {
-        let o = outer(msg)?;
+/// Walks an export request — resource, scope, records, each level's fields
+/// in any order — and hands every record message to `record` with its
+/// resource/scope context. Answers `None` where the general path must decide.
+fn walk(
+    body: &[u8],
+    limits: &Limits,
+    mut record: impl FnMut(&Context, &[u8]) -> Option<()>,
+) -> Option<usize> {
+    if limits.max_value_depth == 0 {
+        return None;
+    }
+    let mut records = 0usize;
+    for field in Fields::new(body) {
+        let resource_msg = match field? {
+            (1, Wire::Bytes(b)) => b,
+            (1, _) => return None,
+            _ => continue,
+        };
+        let o = outer(resource_msg)?;
         let resource = o.head.map(Resource::decode).transpose().ok()?;
         if let Some(r) = &resource {
-            crate::validate::check_attributes(&r.attributes, self.limits).ok()?;
+            crate::validate::check_attributes(&r.attributes, limits).ok()?;
         }
         let mut ctx = Context::new(resource.as_ref(), o.schema_url.unwrap_or(""));
-        for scope_logs in o.children {
-            let s = outer(scope_logs)?;
+        for scope_msg in o.children {
+            let s = outer(scope_msg)?;
             let scope = s.head.map(InstrumentationScope::decode).transpose().ok()?;
             if let Some(sc) = &scope {
-                crate::validate::check_attributes(&sc.attributes, self.limits).ok()?;
+                crate::validate::check_attributes(&sc.attributes, limits).ok()?;
             }
             ctx.scope(scope.as_ref(), s.schema_url.unwrap_or(""));
-            if self.cols.rows + s.children.len() > self.limits.max_records {
+            records += s.children.len();
+            if records > limits.max_records {
                 return None;
             }
-            for record in s.children {
-                self.record(&ctx, record)?;
+            for msg in s.children {
+                record(&ctx, msg)?;
             }
         }
-        Some(())
     }
+    Some(records)
+}
 
-    fn record(&mut self, ctx: &Context, msg: &[u8]) -> Option<()> {
-        let (mut time, mut observed, mut severity, mut flags) = (None, None, None, None);
-        let (mut severity_text, mut body, mut trace_id, mut span_id, mut event_name) =
-            (None, None, None, None, None);
-        let mut attrs: Vec<&[u8]> = Vec::with_capacity(32);
-        for field in Fields::new(msg) {
+/// Appends one attribute map from KeyValue messages, checking the limits.
+fn append_attrs(
+    map: &mut MapB,
+    attrs: &[&[u8]],
+    limits: &Limits,
+    scratch: &mut String,
+) -> Option<()> {
+    if attrs.len() > limits.max_attributes {
+        return None;
+    }
+    for kv in attrs {
+        let (mut key, mut value) = (None, None);
+        for field in Fields::new(kv) {
             match field? {
-                (1, Wire::Fixed64(v)) => once(&mut time, v)?,
-                (11, Wire::Fixed64(v)) => once(&mut observed, v)?,
-                (2, Wire::Varint(v)) => once(&mut severity, v as i32)?,
-                (3, Wire::Bytes(b)) => once(&mut severity_text, text(b)?)?,
-                (5, Wire::Bytes(b)) => once(&mut body, b)?,
-                (6, Wire::Bytes(b)) => attrs.push(b),
-                (7, Wire::Varint(_)) => {}
-                (8, Wire::Fixed32(v)) => once(&mut flags, v)?,
-                (9, Wire::Bytes(b)) => once(&mut trace_id, b)?,
-                (10, Wire::Bytes(b)) => once(&mut span_id, b)?,
-                (12, Wire::Bytes(b)) => once(&mut event_name, text(b)?)?,
-                (1..=3 | 5..=12, _) => return None,
+                (1, Wire::Bytes(b)) => once(&mut key, text(b)?)?,
+                (2, Wire::Bytes(b)) => once(&mut value, b)?,
+                (1 | 2, _) => return None,
                 _ => {}
             }
         }
-        let t = log_time(time.unwrap_or(0), observed.unwrap_or(0));
-        let (trace_id, span_id) = (trace_id.unwrap_or(&[]), span_id.unwrap_or(&[]));
-        let severity = severity.unwrap_or(0);
-        // What the window would stamp or drop, and what validation refuses.
-        if t == 0
-            || t < self.oldest
-            || !matches!(trace_id.len(), 0 | 16)
-            || !matches!(span_id.len(), 0 | 8)
-            || !(0..=24).contains(&severity)
-            || attrs.len() > self.limits.max_attributes
-        {
+        let key = key.unwrap_or("");
+        if key.len() > limits.max_key_bytes {
             return None;
         }
-        let c = &mut self.cols;
-        c.append_context(ctx);
-        c.timestamp.append_value(nanos(t));
-        append_hex(&mut c.trace_id, trace_id);
-        append_hex(&mut c.span_id, span_id);
-        c.trace_flags
-            .append_value((flags.unwrap_or(0) & 0xff) as u8);
-        c.severity_text.append_value(severity_text.unwrap_or(""));
-        c.severity_number.append_value(severity as u8);
-        self.scratch.clear();
-        if let Some(b) = body {
-            simple_value(b, self.limits, &mut self.scratch)?;
+        scratch.clear();
+        if let Some(v) = value {
+            simple_value(v, limits, scratch)?;
         }
-        c.body.append_value(&self.scratch);
-        for kv in &attrs {
-            let (mut key, mut value) = (None, None);
-            for field in Fields::new(kv) {
-                match field? {
-                    (1, Wire::Bytes(b)) => once(&mut key, text(b)?)?,
-                    (2, Wire::Bytes(b)) => once(&mut value, b)?,
-                    (1 | 2, _) => return None,
-                    _ => {}
-                }
-            }
-            let key = key.unwrap_or("");
-            if key.len() > self.limits.max_key_bytes {
-                return None;
-            }
-            self.scratch.clear();
-            if let Some(v) = value {
-                simple_value(v, self.limits, &mut self.scratch)?;
-            }
-            c.log_attrs.keys().append_value(key);
-            c.log_attrs.values().append_value(&self.scratch);
-        }
-        c.log_attrs.append(true).ok()?;
-        c.event_name.append_value(event_name.unwrap_or(""));
-        Some(())
+        map.keys().append_value(key);
+        map.values().append_value(&*scratch);
     }
+    map.append(true).ok()
+}
+
+/// Decodes a logs export request straight into `otel_logs` rows; see the
+/// module docs for when it answers `None`. `oldest` is the retention cutoff
+/// (unix nanos). Returns the rows and the number of records.
+pub fn logs(body: &[u8], limits: &Limits, oldest: u64) -> Option<(TableBatches, usize)> {
+    let mut cols = LogColumns::new();
+    let mut scratch = String::new();
+    let rows = walk(body, limits, |ctx, msg| {
+        log_record(&mut cols, ctx, msg, limits, oldest, &mut scratch)
+    })?;
+    Some((cols.finish(), rows))
+}
+
+fn log_record(
+    c: &mut LogColumns,
+    ctx: &Context,
+    msg: &[u8],
+    limits: &Limits,
+    oldest: u64,
+    scratch: &mut String,
+) -> Option<()> {
+    let (mut time, mut observed, mut severity, mut flags) = (None, None, None, None);
+    let (mut severity_text, mut body, mut trace_id, mut span_id, mut event_name) =
+        (None, None, None, None, None);
+    let mut attrs: Vec<&[u8]> = Vec::with_capacity(32);
+    for field in Fields::new(msg) {
+        match field? {
+            (1, Wire::Fixed64(v)) => once(&mut time, v)?,
+            (11, Wire::Fixed64(v)) => once(&mut observed, v)?,
+            (2, Wire::Varint(v)) => once(&mut severity, v as i32)?,
+            (3, Wire::Bytes(b)) => once(&mut severity_text, text(b)?)?,
+            (5, Wire::Bytes(b)) => once(&mut body, b)?,
+            (6, Wire::Bytes(b)) => attrs.push(b),
+            (7, Wire::Varint(_)) => {}
+            (8, Wire::Fixed32(v)) => once(&mut flags, v)?,
+            (9, Wire::Bytes(b)) => once(&mut trace_id, b)?,
+            (10, Wire::Bytes(b)) => once(&mut span_id, b)?,
+            (12, Wire::Bytes(b)) => once(&mut event_name, text(b)?)?,
+            (1..=3 | 5..=12, _) => return None,
+            _ => {}
+        }
+    }
+    let t = log_time(time.unwrap_or(0), observed.unwrap_or(0));
+    let (trace_id, span_id) = (trace_id.unwrap_or(&[]), span_id.unwrap_or(&[]));
+    let severity = severity.unwrap_or(0);
+    // What the window would stamp or drop, and what validation refuses.
+    if t == 0
+        || t < oldest
+        || !matches!(trace_id.len(), 0 | 16)
+        || !matches!(span_id.len(), 0 | 8)
+        || !(0..=24).contains(&severity)
+    {
+        return None;
+    }
+    c.append_context(ctx);
+    c.timestamp.append_value(nanos(t));
+    append_hex(&mut c.trace_id, trace_id);
+    append_hex(&mut c.span_id, span_id);
+    c.trace_flags
+        .append_value((flags.unwrap_or(0) & 0xff) as u8);
+    c.severity_text.append_value(severity_text.unwrap_or(""));
+    c.severity_number.append_value(severity as u8);
+    scratch.clear();
+    if let Some(b) = body {
+        simple_value(b, limits, scratch)?;
+    }
+    c.body.append_value(&*scratch);
+    append_attrs(&mut c.log_attrs, &attrs, limits, scratch)?;
+    c.event_name.append_value(event_name.unwrap_or(""));
+    Some(())
+}
+
+/// Decodes a traces export request straight into `otel_traces` rows, like
+/// [`logs`]. Spans that start before `oldest` go to the general path.
+pub fn traces(body: &[u8], limits: &Limits, oldest: u64) -> Option<(TableBatches, usize)> {
+    let mut cols = SpanColumns::new();
+    let mut scratch = String::new();
+    let rows = walk(body, limits, |ctx, msg| {
+        span(&mut cols, ctx, msg, limits, oldest, &mut scratch)
+    })?;
+    Some((cols.finish(), rows))
+}
+
+fn span(
+    c: &mut SpanColumns,
+    ctx: &Context,
+    msg: &[u8],
+    limits: &Limits,
+    oldest: u64,
+    scratch: &mut String,
+) -> Option<()> {
+    let (mut trace_id, mut span_id, mut parent, mut trace_state, mut name) =
+        (None, None, None, None, None);
+    let (mut kind, mut start, mut end, mut status) = (None, None, None, None);
+    let mut attrs: Vec<&[u8]> = Vec::with_capacity(32);
+    let mut events: Vec<&[u8]> = Vec::new();
+    let mut links: Vec<&[u8]> = Vec::new();
+    for field in Fields::new(msg) {
+        match field? {
+            (1, Wire::Bytes(b)) => once(&mut trace_id, b)?,
+            (2, Wire::Bytes(b)) => once(&mut span_id, b)?,
+            (3, Wire::Bytes(b)) => once(&mut trace_state, text(b)?)?,
+            (4, Wire::Bytes(b)) => once(&mut parent, b)?,
+            (5, Wire::Bytes(b)) => once(&mut name, text(b)?)?,
+            (6, Wire::Varint(v)) => once(&mut kind, v as i32)?,
+            (7, Wire::Fixed64(v)) => once(&mut start, v)?,
+            (8, Wire::Fixed64(v)) => once(&mut end, v)?,
+            (9, Wire::Bytes(b)) => attrs.push(b),
+            (11, Wire::Bytes(b)) => events.push(b),
+            (13, Wire::Bytes(b)) => links.push(b),
+            (15, Wire::Bytes(b)) => once(&mut status, b)?,
+            (10 | 12 | 14, Wire::Varint(_)) | (16, Wire::Fixed32(_)) => {}
+            (1..=16, _) => return None,
+            _ => {}
+        }
+    }
+    let (trace_id, span_id, parent) = (
+        trace_id.unwrap_or(&[]),
+        span_id.unwrap_or(&[]),
+        parent.unwrap_or(&[]),
+    );
+    let (start, kind) = (start.unwrap_or(0), kind.unwrap_or(0));
+    let (mut code, mut message) = (None, None);
+    for field in Fields::new(status.unwrap_or(&[])) {
+        match field? {
+            (2, Wire::Bytes(b)) => once(&mut message, text(b)?)?,
+            (3, Wire::Varint(v)) => once(&mut code, v as i32)?,
+            (2 | 3, _) => return None,
+            _ => {}
+        }
+    }
+    let code = code.unwrap_or(0);
+    if start < oldest
+        || !matches!(trace_id.len(), 0 | 16)
+        || !matches!(span_id.len(), 0 | 8)
+        || !matches!(parent.len(), 0 | 8)
+        || !(0..=5).contains(&kind)
+        || !(0..=2).contains(&code)
+    {
+        return None;
+    }
+    c.append_context(ctx);
+    c.timestamp.append_value(nanos(start));
+    append_hex(&mut c.trace_id, trace_id);
+    append_hex(&mut c.span_id, span_id);
+    append_hex(&mut c.parent, parent);
+    c.trace_state.append_value(trace_state.unwrap_or(""));
+    c.name.append_value(name.unwrap_or(""));
+    c.kind.append_value(span_kind_name(kind));
+    append_attrs(&mut c.span_attrs, &attrs, limits, scratch)?;
+    c.duration
+        .append_value(end.unwrap_or(0).saturating_sub(start));
+    c.status_code.append_value(status_code_name(code));
+    c.status_message.append_value(message.unwrap_or(""));
+    for event in events {
+        let (mut time, mut ev_name, mut ev_attrs) = (None, None, Vec::new());
+        for field in Fields::new(event) {
+            match field? {
+                (1, Wire::Fixed64(v)) => once(&mut time, v)?,
+                (2, Wire::Bytes(b)) => once(&mut ev_name, text(b)?)?,
+                (3, Wire::Bytes(b)) => ev_attrs.push(b),
+                (4, Wire::Varint(_)) => {}
+                (1..=4, _) => return None,
+                _ => {}
+            }
+        }
+        c.ev_ts.values().append_value(nanos(time.unwrap_or(0)));
+        c.ev_name.values().append_value(ev_name.unwrap_or(""));
+        append_attrs(c.ev_attrs.values(), &ev_attrs, limits, scratch)?;
+    }
+    for link in links {
+        let (mut l_trace, mut l_span, mut l_state, mut l_attrs) = (None, None, None, Vec::new());
+        for field in Fields::new(link) {
+            match field? {
+                (1, Wire::Bytes(b)) => once(&mut l_trace, b)?,
+                (2, Wire::Bytes(b)) => once(&mut l_span, b)?,
+                (3, Wire::Bytes(b)) => once(&mut l_state, text(b)?)?,
+                (4, Wire::Bytes(b)) => l_attrs.push(b),
+                (5, Wire::Varint(_)) | (6, Wire::Fixed32(_)) => {}
+                (1..=6, _) => return None,
+                _ => {}
+            }
+        }
+        let (l_trace, l_span) = (l_trace.unwrap_or(&[]), l_span.unwrap_or(&[]));
+        if !matches!(l_trace.len(), 0 | 16) || !matches!(l_span.len(), 0 | 8) {
+            return None;
+        }
+        append_hex(c.link_trace.values(), l_trace);
+        append_hex(c.link_span.values(), l_span);
+        c.link_state.values().append_value(l_state.unwrap_or(""));
+        append_attrs(c.link_attrs.values(), &l_attrs, limits, scratch)?;
+    }
+    c.end_row();
+    Some(())
 }
 
 /// Renders a scalar AnyValue like [`crate::convert::any_value_string`];
@@ -302,6 +447,7 @@ mod tests {
     const NOW: u64 = 1_800_000_000_000_000_000;
 
     type Mutation = Box<dyn Fn(&mut ExportLogsServiceRequest)>;
+    type TraceMutation = fn(&mut crate::ExportTraceServiceRequest);
 
     fn kv(key: &str, v: Value) -> KeyValue {
         KeyValue {
@@ -571,5 +717,117 @@ mod tests {
         assert!(logs(&wrap(bad), &Limits::default(), 0).is_none());
         let twice = [bad_utf8.clone(), bad_utf8].concat();
         assert!(logs(&wrap(twice), &Limits::default(), 0).is_none());
+    }
+
+    fn trace_request() -> crate::ExportTraceServiceRequest {
+        use opentelemetry_proto::tonic::trace::v1::{
+            ResourceSpans, ScopeSpans, Span, Status, span,
+        };
+        let spans = (0..9u64)
+            .map(|i| Span {
+                trace_id: vec![i as u8 + 1; 16],
+                span_id: vec![i as u8 + 2; 8],
+                parent_span_id: if i % 2 == 0 { vec![] } else { vec![9; 8] },
+                trace_state: format!("st={i}"),
+                name: format!("GET /{i}"),
+                kind: (i % 6) as i32,
+                start_time_unix_nano: NOW + i,
+                end_time_unix_nano: NOW + i * 1000,
+                attributes: vec![
+                    kv("http.status_code", Value::IntValue(200 + i as i64)),
+                    kv("ok", Value::BoolValue(i % 3 == 0)),
+                ],
+                events: (0..i % 3)
+                    .map(|e| span::Event {
+                        time_unix_nano: NOW + e,
+                        name: format!("ev{e}"),
+                        attributes: vec![kv("e", Value::DoubleValue(e as f64))],
+                        ..Default::default()
+                    })
+                    .collect(),
+                links: (0..i % 2)
+                    .map(|_| span::Link {
+                        trace_id: vec![7; 16],
+                        span_id: vec![8; 8],
+                        trace_state: "l".into(),
+                        attributes: vec![kv("l", Value::StringValue("x".into()))],
+                        ..Default::default()
+                    })
+                    .collect(),
+                status: (i % 4 != 0).then(|| Status {
+                    code: (i % 3) as i32,
+                    message: format!("m{i}"),
+                }),
+                flags: 0x100,
+                ..Default::default()
+            })
+            .collect();
+        crate::ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(opentelemetry_proto::tonic::resource::v1::Resource {
+                    attributes: vec![kv("service.name", Value::StringValue("api".into()))],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(InstrumentationScope {
+                        name: "s".into(),
+                        version: "2".into(),
+                        ..Default::default()
+                    }),
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    #[test]
+    fn spans_give_the_same_rows_as_the_general_path() {
+        let body = trace_request().encode_to_vec();
+        let (fast, rows) = traces(&body, &Limits::default(), 0).expect("recognised");
+        assert_eq!(rows, 9);
+        let mut r = OtlpRequest::decode(Signal::Traces, Encoding::Protobuf, &body).unwrap();
+        r.validate(&Limits::default()).unwrap();
+        assert!(!r.apply_window(NOW, 0).changed());
+        assert_eq!(fast, r.to_batches());
+    }
+
+    #[test]
+    fn unusual_spans_go_to_the_general_path() {
+        let cases: Vec<(&str, TraceMutation)> = vec![
+            ("bad parent id", |r| {
+                r.resource_spans[0].scope_spans[0].spans[1].parent_span_id = vec![1; 3]
+            }),
+            ("bad link id", |r| {
+                r.resource_spans[0].scope_spans[0].spans[1].links[0].span_id = vec![1; 3]
+            }),
+            ("kind out of range", |r| {
+                r.resource_spans[0].scope_spans[0].spans[1].kind = 9
+            }),
+            ("status out of range", |r| {
+                r.resource_spans[0].scope_spans[0].spans[1]
+                    .status
+                    .as_mut()
+                    .unwrap()
+                    .code = 7
+            }),
+            ("array in an event", |r| {
+                r.resource_spans[0].scope_spans[0].spans[2].events[0]
+                    .attributes
+                    .push(kv("a", Value::ArrayValue(ArrayValue::default())))
+            }),
+            ("too old", |r| {
+                r.resource_spans[0].scope_spans[0].spans[1].start_time_unix_nano = 5
+            }),
+        ];
+        for (what, mutate) in cases {
+            let mut r = trace_request();
+            mutate(&mut r);
+            assert!(
+                traces(&r.encode_to_vec(), &Limits::default(), 10).is_none(),
+                "{what}"
+            );
+        }
     }
 }

@@ -143,19 +143,22 @@ impl Ingest {
         ))
     }
 
-    /// Makes a (decompressed) protobuf request durable. Logs take the direct
-    /// decoder ([`otelhouse_otlp::fast`]) when it recognises the request;
-    /// everything else, and anything it does not recognise, the general path.
+    /// Makes a (decompressed) protobuf request durable. Logs and spans take
+    /// the direct decoder ([`otelhouse_otlp::fast`]) when it recognises the
+    /// request; metrics, and anything it does not recognise, the general path.
     pub async fn accept_protobuf(
         &self,
         signal: Signal,
         body: bytes::Bytes,
     ) -> Result<Accepted, IngestError> {
         self.check_room(signal, 0)?;
-        if signal == Signal::Logs
-            && let Some((batches, records)) =
-                fast::logs(&body, &self.limits, self.oldest(signal, now_nanos()))
-        {
+        let oldest = self.oldest(signal, now_nanos());
+        let direct = match signal {
+            Signal::Logs => fast::logs(&body, &self.limits, oldest),
+            Signal::Traces => fast::traces(&body, &self.limits, oldest),
+            Signal::Metrics => None,
+        };
+        if let Some((batches, records)) = direct {
             if records == 0 {
                 return Ok(Accepted::default());
             }
