@@ -184,7 +184,12 @@ impl<S: OtlpService> tower::Service<http::Request<tonic::body::Body>> for Signal
     fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
         let svc = self.inner.clone();
         Box::pin(async move {
-            if req.uri().path() != format!("/{}/Export", S::NAME) {
+            let method = req
+                .uri()
+                .path()
+                .strip_prefix('/')
+                .and_then(|p| p.strip_prefix(S::NAME));
+            if method != Some("/Export") {
                 return Ok(
                     Status::unimplemented("OTLP services have one method, Export").into_http(),
                 );
