@@ -29,14 +29,10 @@ use otelhouse_otlp::{Encoding, OtlpRequest};
 use otelhouse_schema::{Signal, Table};
 use otelhouse_wal::{Apply, Entry};
 use parking_lot::Mutex;
-use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
-use parquet::schema::types::ColumnPath;
 
-use crate::Storage;
 use crate::query::{MetricQuery, QueryError, SearchQuery, TimeRange};
 use crate::rows::{Row, to_rows};
+use crate::{Storage, part};
 
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -63,21 +59,6 @@ impl Default for StoreOptions {
         }
     }
 }
-
-/// Columns queries filter on, whose statistics let DataFusion skip data.
-const PRUNING_COLUMNS: &[&str] = &[
-    "Timestamp",
-    "TimeUnix",
-    "ServiceName",
-    "SeverityText",
-    "SeverityNumber",
-    "SpanName",
-    "SpanKind",
-    "StatusCode",
-    "Duration",
-    "MetricName",
-    "TraceId",
-];
 
 #[derive(Debug, Clone)]
 struct Part {
@@ -330,33 +311,11 @@ impl EmbeddedStore {
         let dir = part_dir(&self.inner.dir, table);
         let path = dir.join(format!("{min_seq:020}-{max_seq:020}.parquet"));
         let tmp = path.with_extension("parquet.tmp");
-        let mut props = WriterProperties::builder()
-            // zstd(1), as ClickStack's tables. LZ4 was measured too: no CPU
-            // gain visible on the ingest benchmark, 1.65x the bytes.
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
-            .set_max_row_group_row_count(Some(128 * 1024));
-        // Near-unique columns gain nothing from a dictionary and cost the
-        // writer a hash lookup per value; zstd does their compression.
-        for column in ["Body", "TraceId", "SpanId", "ParentSpanId"] {
-            props = props.set_column_dictionary_enabled(ColumnPath::from(column), false);
-        }
-        // Min/max statistics cost a comparison per value; keep them only
-        // where a filter can use them to skip row groups and pages (not on
-        // map keys and values, bodies or nested arrays).
-        props = props.set_statistics_enabled(EnabledStatistics::None);
-        for column in PRUNING_COLUMNS {
-            props = props
-                .set_column_statistics_enabled(ColumnPath::from(*column), EnabledStatistics::Page);
-        }
-        let props = props.build();
-        let mut writer =
-            ArrowWriter::try_new(fs::File::create(&tmp)?, table.schema(), Some(props))?;
-        let mut rows = 0u64;
-        for (_, batch) in batches {
-            rows += batch.num_rows() as u64;
-            writer.write(batch)?;
-        }
-        let file = writer.into_inner()?;
+        let (file, rows) = part::write(
+            fs::File::create(&tmp)?,
+            table,
+            batches.iter().map(|(_, b)| b),
+        )?;
         file.sync_all()?;
         let bytes = file.metadata()?.len();
         fs::rename(&tmp, &path)?;

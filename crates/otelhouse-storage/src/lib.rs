@@ -6,6 +6,7 @@
 //! (see `otelhouse-wal`) is what makes an acknowledged record durable.
 
 pub mod embedded;
+pub mod part;
 pub mod query;
 pub mod rows;
 
