@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use otelhouse_auth::{Credentials, SecretKind};
+use otelhouse_schema::Signal;
 use otelhouse_server::ServeConfig;
 
 // The ingest path allocates many small strings per record (protobuf decode,
@@ -39,6 +40,45 @@ enum Command {
     Keys(SecretArgs),
     /// Manage API tokens (`Authorization: Bearer` on /api/v1).
     Tokens(SecretArgs),
+    /// Show or set how long each signal is kept (a running server applies a change within seconds).
+    Retention(RetentionArgs),
+    /// Rows, parts and bytes on disk per signal and hour partition (reads the data directory).
+    Stats {
+        #[arg(long, env = "OTELHOUSE_DATA_DIR", default_value = "./otelhouse-data")]
+        data_dir: PathBuf,
+        /// One JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// List every partition, not only the totals.
+        #[arg(long)]
+        partitions: bool,
+    },
+}
+
+#[derive(Args)]
+struct RetentionArgs {
+    #[arg(
+        long,
+        env = "OTELHOUSE_DATA_DIR",
+        default_value = "./otelhouse-data",
+        global = true
+    )]
+    data_dir: PathBuf,
+    #[command(subcommand)]
+    action: RetentionAction,
+}
+
+#[derive(Subcommand)]
+enum RetentionAction {
+    /// `otelhouse retention set logs 7d`: keep logs 7 days (at least 1h).
+    Set {
+        /// logs, traces or metrics
+        signal: String,
+        /// e.g. 7d, 36h, 2w
+        duration: String,
+    },
+    /// The retention set with `retention set` (others follow the server's configuration, default 3d).
+    Show,
 }
 
 #[derive(Args)]
@@ -87,6 +127,15 @@ struct ServeArgs {
     /// WAL disk budget; beyond it ingestion answers 503 [default: 4 GiB]
     #[arg(long, env = "OTELHOUSE_MAX_WAL_BYTES")]
     max_wal_bytes: Option<u64>,
+    /// How often retention, the disk budget and compaction run [default: 5s]
+    #[arg(long, env = "OTELHOUSE_MAINTENANCE_INTERVAL", value_parser = humantime::parse_duration)]
+    maintenance_interval: Option<std::time::Duration>,
+    /// Disk budget for stored data, e.g. 50GB; beyond it the oldest hours are dropped early [default: none]
+    #[arg(long, env = "OTELHOUSE_MAX_DISK", value_parser = otelhouse_server::config::parse_bytes)]
+    max_disk: Option<u64>,
+    /// Memory all running queries share, e.g. 1GiB [default: 1/4 of RAM, at most 2 GiB]
+    #[arg(long, env = "OTELHOUSE_MAX_QUERY_MEMORY", value_parser = otelhouse_server::config::parse_bytes)]
+    max_query_memory: Option<u64>,
 }
 
 impl ServeArgs {
@@ -123,6 +172,17 @@ impl ServeArgs {
         set(&mut c.storage.flush_bytes, self.flush_bytes);
         set(&mut c.storage.max_memory_bytes, self.max_memory_bytes);
         set(&mut c.storage.max_wal_bytes, self.max_wal_bytes);
+        set(
+            &mut c.storage.maintenance_interval,
+            self.maintenance_interval,
+        );
+        if let Some(bytes) = self.max_disk {
+            c.storage.max_disk_bytes = Some(bytes);
+        }
+        set(
+            &mut c.storage.max_query_memory_bytes,
+            self.max_query_memory.map(|b| b as usize),
+        );
         Ok(c)
     }
 }
@@ -196,6 +256,92 @@ async fn manage(kind: SecretKind, args: SecretArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn retention(args: RetentionArgs) -> anyhow::Result<()> {
+    use otelhouse_storage::retention;
+    if !args.data_dir.join("otelhouse.db").exists() {
+        anyhow::bail!(
+            "{} is not an otelhouse data directory (run `otelhouse init` or `otelhouse serve` first)",
+            args.data_dir.display()
+        );
+    }
+    match args.action {
+        RetentionAction::Set { signal, duration } => {
+            let s = Signal::parse(&signal).ok_or_else(|| {
+                anyhow::anyhow!("unknown signal `{signal}`: use logs, traces or metrics")
+            })?;
+            let d = retention::parse(&duration)?;
+            retention::save_override(&args.data_dir, s, d)?;
+            println!(
+                "{} are kept {}; a running server applies this within 5 seconds and drops older hours",
+                s.as_str(),
+                humantime::format_duration(d)
+            );
+        }
+        RetentionAction::Show => {
+            let set = retention::load_overrides(&args.data_dir)?;
+            for s in Signal::ALL {
+                match set.get(&s) {
+                    Some(d) => println!("{:<8} {}", s.as_str(), humantime::format_duration(*d)),
+                    None => println!("{:<8} (server configuration; default 3d)", s.as_str()),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn stats(data_dir: &Path, json: bool, partitions: bool) -> anyhow::Result<()> {
+    if !data_dir.join("parts").exists() {
+        anyhow::bail!("{} holds no stored data yet", data_dir.display());
+    }
+    let tables = otelhouse_storage::stats_on_disk(data_dir)?;
+    if json {
+        let out: Vec<_> = tables
+            .iter()
+            .map(otelhouse_server::api::stats_json)
+            .collect();
+        println!("{}", serde_json::json!({ "tables": out }));
+        return Ok(());
+    }
+    let ratio = |raw: u64, bytes: u64| {
+        if bytes == 0 {
+            "-".to_string()
+        } else {
+            format!("{:.1}x", raw as f64 / bytes as f64)
+        }
+    };
+    println!(
+        "{:<36} {:>12} {:>6} {:>12} {:>7}",
+        "table / partition", "rows", "parts", "bytes", "ratio"
+    );
+    for t in tables.iter().filter(|t| t.parts > 0) {
+        println!(
+            "{:<36} {:>12} {:>6} {:>12} {:>7}",
+            t.table,
+            t.part_rows,
+            t.parts,
+            t.part_bytes,
+            ratio(t.part_raw_bytes, t.part_bytes)
+        );
+        if partitions {
+            for p in &t.partitions {
+                println!(
+                    "  {:<34} {:>12} {:>6} {:>12} {:>7}",
+                    p.partition,
+                    p.rows,
+                    p.parts,
+                    p.bytes,
+                    ratio(p.raw_bytes, p.bytes)
+                );
+            }
+        }
+    }
+    println!(
+        "(rows still in the server's memory are not counted; GET /api/v1/stats includes them)"
+    );
+    Ok(())
+}
+
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
@@ -236,6 +382,12 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Keys(args) => manage(SecretKind::IngestionKey, args).await,
             Command::Tokens(args) => manage(SecretKind::ApiToken, args).await,
+            Command::Retention(args) => retention(args),
+            Command::Stats {
+                data_dir,
+                json,
+                partitions,
+            } => stats(&data_dir, json, partitions),
         }
     })
 }

@@ -19,8 +19,16 @@ const MAX_REQUESTS_PER_CYCLE: usize = 2000;
 async fn every_acknowledged_record_survives_sigkill_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let creds = init(dir.path());
-    // Frequent flushes, so kills also land during part writes.
-    let args = ["--flush-interval", "1s"];
+    // Frequent flushes and merges, so kills also land during part writes
+    // and compactions.
+    let args = [
+        "--flush-interval",
+        "200ms",
+        "--maintenance-interval",
+        "200ms",
+    ];
+    let mut merges = 0;
+    let mut unfinished = 0;
     let acked: Arc<Mutex<HashSet<String>>> = Arc::default();
     let mut sent_total = 0usize;
     for cycle in 0..=KILLS {
@@ -67,6 +75,11 @@ async fn every_acknowledged_record_survives_sigkill_exactly_once() {
             let wait = rand::rng().random_range(200..1500);
             tokio::time::sleep(Duration::from_millis(wait)).await;
             server.kill9();
+            merges += server.logs().matches("merged parts").count();
+            unfinished += server
+                .logs()
+                .matches("part files of unfinished changes")
+                .count();
         } else {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
@@ -113,8 +126,10 @@ async fn every_acknowledged_record_survives_sigkill_exactly_once() {
             );
             let doubled: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).take(5).collect();
             assert!(doubled.is_empty(), "records stored twice: {doubled:?}");
+            merges += server.logs().matches("merged parts").count();
+            assert!(merges > 0, "compaction ran between the kills");
             eprintln!(
-                "{KILLS} kills: {} sent, {} acknowledged, {} stored, all acknowledged present once",
+                "{KILLS} kills: {} sent, {} acknowledged, {} stored, all acknowledged present once; {merges} merges, {unfinished} restarts cleaned up an unfinished flush or merge",
                 sent_total,
                 acked.len(),
                 seen.len()

@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
@@ -834,4 +834,123 @@ async fn grpc_refuses_garbage_and_unknown_methods_and_stores_nothing() {
     )
     .await;
     assert_eq!(rows.len(), 2, "only the valid request was stored");
+}
+
+#[tokio::test]
+async fn retention_set_from_the_cli_drops_old_hours_and_stats_show_the_parts() {
+    let dir = tempfile::tempdir().unwrap();
+    let creds = init(dir.path());
+    let s = Server::start(dir.path(), &["--flush-interval", "1s"]);
+    let cli = |args: &[&str]| {
+        std::process::Command::new(BIN)
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .output()
+            .unwrap()
+    };
+    // Three records of five hours ago, two of now: two hour partitions.
+    let hour = 3_600_000_000_000u64;
+    let mut old = logs_request("old", &["o1".into(), "o2".into(), "o3".into()]);
+    for r in &mut old.resource_logs[0].scope_logs[0].log_records {
+        r.time_unix_nano -= 5 * hour;
+    }
+    let new = logs_request("new", &["n1".into(), "n2".into()]);
+    for req in [old, new] {
+        let (status, _, _) = post_otlp(
+            &s,
+            "/v1/logs",
+            Some(&creds.ingestion_key),
+            "application/x-protobuf",
+            req.encode_to_vec(),
+            false,
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+
+    // Flushed within a couple of seconds: the API and the CLI both see the parts.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let logs = loop {
+        let (status, body) = api_get(&s, &creds.api_token, "/api/v1/stats").await;
+        assert_eq!(status, 200, "{body}");
+        let logs = body["tables"][0].clone();
+        if logs["part_rows"] == 5 || Instant::now() > deadline {
+            break logs;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(logs["table"], "otel_logs");
+    assert_eq!(logs["part_rows"], 5, "{logs}");
+    assert_eq!(logs["partitions"].as_array().unwrap().len(), 2, "{logs}");
+    assert!(logs["compression_ratio"].as_f64().unwrap() > 0.0, "{logs}");
+    let out = cli(&["stats", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let on_disk: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(on_disk["tables"][0]["part_rows"], 5, "{on_disk}");
+    let table = cli(&["stats", "--partitions"]);
+    let table = String::from_utf8(table.stdout).unwrap();
+    assert!(
+        table.contains("otel_logs") && table.lines().count() >= 4,
+        "{table}"
+    );
+
+    // Bad settings are refused with the reason.
+    let out = cli(&["retention", "set", "logs", "10m"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1h minimum"));
+    let out = cli(&["retention", "set", "lgs", "1d"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown signal `lgs`"));
+
+    // Two hours: the old hour goes within seconds, the new one stays.
+    let out = cli(&["retention", "set", "logs", "2h"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown = String::from_utf8(cli(&["retention", "show"]).stdout).unwrap();
+    assert!(shown.contains("logs     2h"), "{shown}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, body) = api_get(&s, &creds.api_token, "/api/v1/search?signal=logs&limit=100").await;
+        let rows = body["rows"].as_array().unwrap().len();
+        if rows == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "old rows still there: {rows}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let metrics = client()
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("otelhouse_expired_partitions_total 1"),
+        "{metrics}"
+    );
+    // Records older than the new retention are now refused at ingestion too.
+    let mut late = logs_request("late", &["l1".into()]);
+    late.resource_logs[0].scope_logs[0].log_records[0].time_unix_nano -= 3 * hour;
+    let (status, body, _) = post_otlp(
+        &s,
+        "/v1/logs",
+        Some(&creds.ingestion_key),
+        "application/x-protobuf",
+        late.encode_to_vec(),
+        false,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let response = ExportLogsServiceResponse::decode(&body[..]).unwrap();
+    assert_eq!(response.partial_success.unwrap().rejected_log_records, 1);
+    assert!(s.logs().contains("otelhouse retention set"), "{}", s.logs());
 }

@@ -115,6 +115,17 @@ impl Table {
         }
     }
 
+    /// The order rows are kept in within a part, after the time partition:
+    /// ClickStack's `ORDER BY` without its leading time bucket (our parts are
+    /// already split by hour).
+    pub fn sort_key(self) -> &'static [&'static str] {
+        match self {
+            Table::Logs => &["ServiceName", "Timestamp"],
+            Table::Traces => &["ServiceName", "SpanName", "Timestamp"],
+            _ => &["ServiceName", "MetricName", "TimeUnix"],
+        }
+    }
+
     /// Stable small id used in on-disk formats (WAL, part names).
     pub fn id(self) -> u8 {
         self as u8

@@ -36,6 +36,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/search", get(search))
         .route("/api/v1/traces/{trace_id}", get(trace))
         .route("/api/v1/metrics", get(metric_points))
+        .route("/api/v1/stats", get(stats))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -70,6 +71,7 @@ impl From<QueryError> for ApiError {
         let status = match e {
             QueryError::BadRequest(_) => StatusCode::BAD_REQUEST,
             QueryError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            QueryError::TooBig(_) => StatusCode::UNPROCESSABLE_ENTITY,
             QueryError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status == StatusCode::INTERNAL_SERVER_ERROR {
@@ -109,6 +111,43 @@ async fn require_token(State(state): State<ApiState>, request: Request, next: Ne
         return resp;
     }
     next.run(request).await
+}
+
+/// `GET /api/v1/stats`: per table and hour partition, rows, parts, bytes
+/// on disk and the compression ratio.
+async fn stats(State(state): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let tables = state.storage.stats().await?;
+    Ok(Json(
+        json!({ "tables": tables.iter().map(stats_json).collect::<Vec<_>>() }),
+    ))
+}
+
+pub fn stats_json(t: &otelhouse_storage::TableStats) -> serde_json::Value {
+    let ratio = |raw: u64, bytes: u64| {
+        if bytes == 0 {
+            serde_json::Value::Null
+        } else {
+            json!(((raw as f64 / bytes as f64) * 100.0).round() / 100.0)
+        }
+    };
+    json!({
+        "table": t.table,
+        "rows": t.part_rows as usize + t.tail_rows,
+        "part_rows": t.part_rows,
+        "memory_rows": t.tail_rows,
+        "parts": t.parts,
+        "bytes": t.part_bytes,
+        "uncompressed_bytes": t.part_raw_bytes,
+        "compression_ratio": ratio(t.part_raw_bytes, t.part_bytes),
+        "partitions": t.partitions.iter().map(|p| json!({
+            "partition": p.partition,
+            "rows": p.rows,
+            "parts": p.parts,
+            "bytes": p.bytes,
+            "uncompressed_bytes": p.raw_bytes,
+            "compression_ratio": ratio(p.raw_bytes, p.bytes),
+        })).collect::<Vec<_>>(),
+    })
 }
 
 /// A time bound: RFC 3339 or unix nanoseconds.

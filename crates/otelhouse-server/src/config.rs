@@ -43,8 +43,15 @@ pub struct StorageConfig {
     pub flush_rows: usize,
     /// ...or this many bytes of memory.
     pub flush_bytes: usize,
-    /// In-memory tail budget (all tables); beyond it ingestion answers 503.
+    /// In-memory tail budget (all tables), the write buffer; beyond it
+    /// ingestion answers 503. Default: 1/8 of RAM, at most 1 GiB.
     pub max_memory_bytes: usize,
+    /// Memory all running queries may use together; a query that needs
+    /// more fails with a clear error. Default: 1/4 of RAM, at most 2 GiB.
+    pub max_query_memory_bytes: usize,
+    /// Disk budget for parts; beyond it the oldest hour partitions are
+    /// dropped before their retention (logged and counted). None: no budget.
+    pub max_disk_bytes: Option<u64>,
     /// WAL disk budget; beyond it ingestion answers 503.
     pub max_wal_bytes: u64,
     /// Bytes waiting for the WAL writer; beyond it ingestion answers 503.
@@ -53,6 +60,9 @@ pub struct StorageConfig {
     pub max_inflight_requests: usize,
     #[serde(with = "human_duration")]
     pub query_timeout: Duration,
+    /// How often retention, the disk budget and compaction run.
+    #[serde(with = "human_duration")]
+    pub maintenance_interval: Duration,
 }
 
 const DAY: Duration = Duration::from_secs(86_400);
@@ -73,13 +83,60 @@ impl Default for StorageConfig {
             flush_interval: Duration::from_secs(30),
             flush_rows: 500_000,
             flush_bytes: 128 << 20,
-            max_memory_bytes: 512 << 20,
+            max_memory_bytes: share_of_memory(8, 1 << 30),
+            max_query_memory_bytes: share_of_memory(4, 2 << 30),
+            max_disk_bytes: None,
             max_wal_bytes: 4 << 30,
             max_queue_bytes: 64 << 20,
             max_inflight_requests: 64,
             query_timeout: Duration::from_secs(30),
+            maintenance_interval: Duration::from_secs(5),
         }
     }
+}
+
+/// `1/divisor` of the machine's memory, at most `cap` (the cap alone when
+/// the memory size is unknown).
+fn share_of_memory(divisor: u64, cap: usize) -> usize {
+    total_memory().map_or(cap, |m| ((m / divisor) as usize).min(cap))
+}
+
+/// Total RAM from /proc/meminfo (Linux; containers see their host's RAM
+/// here, so the cap above keeps the default modest).
+pub fn total_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Parses a byte size: `1048576`, `512MiB`, `50GB`, `2TiB` (KB/MB/GB/TB are
+/// powers of 1000, KiB/MiB/GiB/TiB of 1024).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size such as 50GB or 512MiB"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" | "k" => 1_000,
+        "mb" | "m" => 1_000_000,
+        "gb" | "g" => 1_000_000_000,
+        "tb" | "t" => 1_000_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        other => {
+            return Err(format!(
+                "`{s}`: unknown unit `{other}` (use KB, MB, GB, TB or KiB, MiB, GiB, TiB)"
+            ));
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("`{s}` is too large"))
 }
 
 impl Default for ServeConfig {
@@ -137,7 +194,23 @@ mod tests {
         assert_eq!(c.limits.max_records, 10);
         let err = ServeConfig::from_toml("data_dri = \"/d\"").unwrap_err();
         assert!(err.contains("data_dri"), "{err}");
+        assert!(c.storage.max_memory_bytes <= 1 << 30);
         let err = ServeConfig::from_toml("[retention]\nlogs = \"soon\"").unwrap_err();
         assert!(err.contains("invalid duration"), "{err}");
+    }
+
+    #[test]
+    fn sizes_parse_with_units_and_bad_ones_are_named() {
+        assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
+        assert_eq!(parse_bytes("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_bytes("50GB"), Ok(50_000_000_000));
+        assert_eq!(parse_bytes("2 TiB"), Ok(2 << 40));
+        assert!(parse_bytes("lots").unwrap_err().contains("not a size"));
+        assert!(parse_bytes("5XB").unwrap_err().contains("unknown unit"));
+        assert!(
+            parse_bytes("99999999999TB")
+                .unwrap_err()
+                .contains("too large")
+        );
     }
 }

@@ -21,8 +21,8 @@ use otelhouse_storage::embedded::kind_of;
 use otelhouse_wal::{Committer, SubmitError};
 use prost::Message;
 
-use crate::config::Retention;
 use crate::telemetry::Telemetry;
+use otelhouse_storage::retention::RetentionPolicy;
 
 /// Outcome of an accepted request: how many records were refused as too
 /// old (OTLP partial success), and why.
@@ -82,7 +82,7 @@ pub struct Ingest {
     pub committer: Committer<TableBatches>,
     pub store: EmbeddedStore,
     pub limits: Limits,
-    pub retention: Retention,
+    pub retention: Arc<RetentionPolicy>,
     pub telemetry: Arc<Telemetry>,
     inflight: tokio::sync::Semaphore,
 }
@@ -98,7 +98,7 @@ impl Ingest {
         committer: Committer<TableBatches>,
         store: EmbeddedStore,
         limits: Limits,
-        retention: Retention,
+        retention: Arc<RetentionPolicy>,
         telemetry: Arc<Telemetry>,
         max_inflight: usize,
     ) -> Self {
@@ -122,11 +122,7 @@ impl Ingest {
     }
 
     fn retention_of(&self, signal: Signal) -> Duration {
-        match signal {
-            Signal::Logs => self.retention.logs,
-            Signal::Traces => self.retention.traces,
-            Signal::Metrics => self.retention.metrics,
-        }
+        self.retention.get(signal)
     }
 
     fn oldest(&self, signal: Signal, now: u64) -> u64 {

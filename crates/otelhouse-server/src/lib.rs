@@ -16,6 +16,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use axum::serve::ListenerExt;
 use otelhouse_auth::{Credentials, InitialCredentials, KeyCache};
+use otelhouse_schema::Signal;
+use otelhouse_storage::retention::RetentionPolicy;
 use otelhouse_storage::{EmbeddedStore, StoreOptions};
 use otelhouse_wal::{Committer, CommitterOptions, Wal, WalOptions};
 use tokio::net::TcpListener;
@@ -160,9 +162,16 @@ pub async fn serve(
             flush_bytes: s.flush_bytes,
             flush_interval: s.flush_interval,
             max_tail_bytes: s.max_memory_bytes,
+            max_query_memory_bytes: s.max_query_memory_bytes,
             query_timeout: s.query_timeout,
         },
     )?;
+    let retention = Arc::new(RetentionPolicy::new(
+        config.retention.logs,
+        config.retention.traces,
+        config.retention.metrics,
+    ));
+    apply_retention_overrides(&data_dir, &config.retention, &retention, true)?;
     let started = std::time::Instant::now();
     let mut replay_error = None;
     let (wal, recovery) = Wal::open(
@@ -198,12 +207,23 @@ pub async fn serve(
         committer,
         store.clone(),
         config.limits.clone(),
-        config.retention.clone(),
+        retention.clone(),
         telemetry.clone(),
         s.max_inflight_requests,
     ));
 
-    let flusher = tokio::spawn(flush_loop(ingest.clone()));
+    let flusher = tokio::spawn(flush_loop(
+        ingest.clone(),
+        s.flush_interval.min(Duration::from_secs(1)),
+    ));
+    let maintainer = tokio::spawn(maintenance_loop(
+        store.clone(),
+        data_dir.clone(),
+        config.retention.clone(),
+        retention.clone(),
+        s.max_disk_bytes,
+        s.maintenance_interval,
+    ));
 
     let [grpc_l, http_l, api_l]: [TcpListener; 3] = listeners
         .try_into()
@@ -269,6 +289,7 @@ pub async fn serve(
     })
     .await;
     flusher.abort();
+    maintainer.abort();
     ingest.committer.shutdown();
     let store2 = store.clone();
     let seq = tokio::task::spawn_blocking(move || store2.flush(true)).await??;
@@ -299,10 +320,81 @@ fn write_listen_file(dir: &Path, addrs: &serde_json::Value) -> anyhow::Result<()
     Ok(())
 }
 
-/// Writes due tails to parts every second and lets the WAL drop what the
+/// Retention set with `otelhouse retention set` wins over the configured
+/// value (it is the later, explicit choice); logged when it differs.
+fn apply_retention_overrides(
+    data_dir: &Path,
+    configured: &config::Retention,
+    live: &RetentionPolicy,
+    at_start: bool,
+) -> anyhow::Result<()> {
+    let overrides = otelhouse_storage::retention::load_overrides(data_dir)?;
+    for signal in Signal::ALL {
+        let from_config = match signal {
+            Signal::Logs => configured.logs,
+            Signal::Traces => configured.traces,
+            Signal::Metrics => configured.metrics,
+        };
+        let want = overrides.get(&signal).copied().unwrap_or(from_config);
+        if want != live.get(signal) || (at_start && want != from_config) {
+            tracing::info!(
+                signal = signal.as_str(),
+                retention = %humantime::format_duration(want),
+                source = if overrides.contains_key(&signal) { "otelhouse retention set" } else { "configuration" },
+                "retention"
+            );
+        }
+        live.set(signal, want);
+    }
+    Ok(())
+}
+
+fn unix_nanos_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// Every few seconds: picks up retention changes, drops expired (or
+/// over-budget) partitions, and merges small parts.
+async fn maintenance_loop(
+    store: EmbeddedStore,
+    data_dir: std::path::PathBuf,
+    configured: config::Retention,
+    retention: Arc<RetentionPolicy>,
+    max_disk: Option<u64>,
+    every: Duration,
+) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        if let Err(e) = apply_retention_overrides(&data_dir, &configured, &retention, false) {
+            tracing::error!(error = %e, "could not read the retention settings");
+        }
+        let (store, retention) = (store.clone(), retention.clone());
+        let work = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            store.enforce_retention(unix_nanos_now(), &retention, max_disk)?;
+            // A bounded number of merges per round, so retention is not
+            // starved behind a long merge backlog.
+            for _ in 0..16 {
+                if !store.compact_once(unix_nanos_now())? {
+                    break;
+                }
+            }
+            Ok(())
+        });
+        match work.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "storage maintenance failed; will retry"),
+            Err(e) => tracing::error!(error = %e, "storage maintenance panicked"),
+        }
+    }
+}
+
+/// Writes due tails to parts every second (or every flush interval, if shorter) and lets the WAL drop what the
 /// parts now hold.
-async fn flush_loop(ingest: Arc<Ingest>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+async fn flush_loop(ingest: Arc<Ingest>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
         let store = ingest.store.clone();

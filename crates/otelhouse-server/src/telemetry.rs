@@ -126,6 +126,42 @@ impl Collector for StateCollector {
             "Bytes of rows held in memory before they are written to parts",
             self.store.tail_bytes() as i64,
         )?;
+        let stats = self.store.stats();
+        let c = self.store.counters();
+        let counter = |encoder: &mut DescriptorEncoder, name: &str, help: &str, v: u64| {
+            let c = prometheus_client::metrics::counter::ConstCounter::new(v);
+            c.encode(encoder.encode_descriptor(name, help, None, MetricType::Counter)?)
+        };
+        gauge(
+            &mut encoder,
+            "part_bytes",
+            "Bytes of Parquet parts on disk (all tables)",
+            stats.iter().map(|t| t.part_bytes as i64).sum(),
+        )?;
+        gauge(
+            &mut encoder,
+            "parts",
+            "Parquet parts (all tables)",
+            stats.iter().map(|t| t.parts as i64).sum(),
+        )?;
+        counter(
+            &mut encoder,
+            "merges",
+            "Merges of parts done by compaction",
+            c.merges.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "expired_partitions",
+            "Hour partitions dropped because they passed their retention",
+            c.expired_partitions.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "disk_budget_dropped_partitions",
+            "Hour partitions dropped before their retention because parts exceeded --max-disk",
+            c.disk_budget_partitions.load(Ordering::Relaxed),
+        )?;
         let written = prometheus_client::metrics::counter::ConstCounter::new(
             w.bytes_written.load(Ordering::Relaxed),
         );

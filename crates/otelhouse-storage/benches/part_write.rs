@@ -1,6 +1,8 @@
-//! Part-writing benchmark: how long writing generated log and span rows as a
-//! part takes, in total and per column (each column written alone with the
-//! same writer properties), and the bytes each column costs.
+//! Part-writing benchmark: what a flush costs for generated log and span
+//! rows — splitting by hour and sorting, then writing the part — against
+//! writing the same rows unsorted (the baseline, same run); then the time and
+//! bytes of each column of the sorted part (each written alone with the same
+//! writer properties).
 //!
 //! cargo bench -p otelhouse-storage --bench part_write [-- ROWS]
 
@@ -53,14 +55,32 @@ fn main() {
     for table in [Table::Logs, Table::Traces] {
         let batches = rows(table, n);
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-        let (total, bytes) = best_of_3(|| {
-            let (out, _) = part::write(Vec::new(), table, &batches).unwrap();
+        // Baseline in the same run: the rows as they arrive, unsorted.
+        let (unsorted, unsorted_bytes) = best_of_3(|| {
+            let mut out = Vec::new();
+            part::write(&mut out, table, &batches).unwrap();
             out.len()
         });
-        let us_per_row = total.as_secs_f64() * 1e6 / rows as f64;
+        // What a flush does: split by hour and sort, then write.
+        let (sort, _) = best_of_3(|| part::partition_and_sort(table, &batches).unwrap().len());
+        let sorted: Vec<RecordBatch> = part::partition_and_sort(table, &batches)
+            .unwrap()
+            .into_iter()
+            .map(|p| p.batch)
+            .collect();
+        let (write, bytes) = best_of_3(|| {
+            let mut out = Vec::new();
+            part::write(&mut out, table, &sorted).unwrap();
+            out.len()
+        });
+        let per_row = |d: Duration| d.as_secs_f64() * 1e6 / rows as f64;
         println!(
-            "{{\"table\":\"{}\",\"rows\":{rows},\"part_us_per_row\":{us_per_row:.3},\"bytes_per_row\":{:.1}}}",
+            "{{\"table\":\"{}\",\"rows\":{rows},\"unsorted_write_us_per_row\":{:.3},\"unsorted_bytes_per_row\":{:.1},\"sort_us_per_row\":{:.3},\"sorted_write_us_per_row\":{:.3},\"sorted_bytes_per_row\":{:.1}}}",
             table.name(),
+            per_row(unsorted),
+            unsorted_bytes as f64 / rows as f64,
+            per_row(sort),
+            per_row(write),
             bytes as f64 / rows as f64
         );
         let schema = table.schema();

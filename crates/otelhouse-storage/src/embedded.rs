@@ -13,16 +13,22 @@
 //! - Queries snapshot parts + flushing batches + tail under one lock, so a
 //!   row is seen exactly once while it moves from tail to part.
 
+use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use datafusion::datasource::MemTable;
+use datafusion::execution::memory_pool::GreedyMemoryPool;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::functions::string::expr_fn::{contains, lower};
-use datafusion::prelude::{DataFrame, Expr, ParquetReadOptions, SessionContext, ident, lit};
+use datafusion::prelude::{
+    DataFrame, Expr, ParquetReadOptions, SessionConfig, SessionContext, ident, lit,
+};
 use datafusion::scalar::ScalarValue;
 use otelhouse_otlp::convert::TableBatches;
 use otelhouse_otlp::{Encoding, OtlpRequest};
@@ -30,9 +36,11 @@ use otelhouse_schema::{Signal, Table};
 use otelhouse_wal::{Apply, Entry};
 use parking_lot::Mutex;
 
+use crate::manifest::{self, Manifest, PartMeta};
 use crate::query::{MetricQuery, QueryError, SearchQuery, TimeRange};
+use crate::retention::{self, RetentionPolicy};
 use crate::rows::{Row, to_rows};
-use crate::{Storage, part};
+use crate::{Storage, compaction, part};
 
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -45,6 +53,9 @@ pub struct StoreOptions {
     /// Above this much tail memory (all tables) ingestion is refused with
     /// "retry later" until flushes catch up.
     pub max_tail_bytes: usize,
+    /// Memory all running queries share; a query needing more fails with
+    /// [`QueryError::TooBig`].
+    pub max_query_memory_bytes: usize,
     pub query_timeout: Duration,
 }
 
@@ -55,29 +66,42 @@ impl Default for StoreOptions {
             flush_bytes: 128 << 20,
             flush_interval: Duration::from_secs(30),
             max_tail_bytes: 512 << 20,
+            max_query_memory_bytes: 512 << 20,
             query_timeout: Duration::from_secs(30),
         }
     }
 }
 
-#[derive(Debug, Clone)]
-struct Part {
+/// A live part, shared by the part list and every query reading it. A part
+/// that compaction or retention replaced is marked obsolete and its file is
+/// deleted when the last reader lets go, so no query finds its file gone.
+#[derive(Debug)]
+struct LivePart {
+    meta: PartMeta,
     path: PathBuf,
-    max_seq: u64,
-    rows: u64,
-    bytes: u64,
+    obsolete: AtomicBool,
+}
+
+impl Drop for LivePart {
+    fn drop(&mut self) {
+        if self.obsolete.load(Ordering::Acquire)
+            && let Err(e) = fs::remove_file(&self.path)
+        {
+            tracing::warn!(part = %self.path.display(), error = %e, "could not delete a replaced part");
+        }
+    }
 }
 
 #[derive(Default)]
 struct TableState {
-    parts: Vec<Part>,
+    parts: Vec<Arc<LivePart>>,
     /// Batches being written to a part: still visible to queries.
     flushing: Vec<(u64, RecordBatch)>,
     tail: Vec<(u64, RecordBatch)>,
     tail_rows: usize,
     tail_bytes: usize,
     tail_since: Option<Instant>,
-    /// Highest seq whose rows are in a part.
+    /// Highest seq whose rows are in parts.
     flushed_seq: u64,
 }
 
@@ -90,11 +114,27 @@ struct State {
 }
 
 struct Inner {
+    /// `<data dir>/parts`: the manifest and one directory per table.
     dir: PathBuf,
     opts: StoreOptions,
     state: Mutex<State>,
+    /// The committed manifest. Held while a change to the part set is
+    /// written, so changes are serialised; `state` is updated after commit.
+    manifest: Mutex<Manifest>,
     /// One flush at a time (the background loop and shutdown may race).
     flush_lock: Mutex<()>,
+    counters: StoreCounters,
+    /// Shared by every query: its memory pool is the query budget.
+    runtime: Arc<RuntimeEnv>,
+}
+
+/// Counts for /metrics.
+#[derive(Debug, Default)]
+pub struct StoreCounters {
+    pub merges: AtomicU64,
+    pub merged_parts: AtomicU64,
+    pub expired_partitions: AtomicU64,
+    pub disk_budget_partitions: AtomicU64,
 }
 
 /// Cheap to clone; all clones share one store.
@@ -118,60 +158,95 @@ pub struct TableStats {
     pub part_rows: u64,
     pub parts: usize,
     pub part_bytes: u64,
+    /// The same rows uncompressed; `part_raw_bytes / part_bytes` is the
+    /// compression ratio.
+    pub part_raw_bytes: u64,
     pub tail_rows: usize,
     pub tail_bytes: usize,
+    pub partitions: Vec<PartitionStats>,
 }
 
-fn part_dir(dir: &Path, table: Table) -> PathBuf {
-    dir.join("parts").join(table.name())
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PartitionStats {
+    /// `YYYYMMDDHH`, UTC.
+    pub partition: String,
+    pub rows: u64,
+    pub parts: usize,
+    pub bytes: u64,
+    pub raw_bytes: u64,
 }
 
-fn parse_part_name(name: &str) -> Option<(u64, u64)> {
-    let (min, max) = name.strip_suffix(".parquet")?.split_once('-')?;
-    Some((min.parse().ok()?, max.parse().ok()?))
+/// Statistics of the parts a data directory's manifest lists; safe while a
+/// server runs (it only reads the manifest).
+pub fn stats_on_disk(data_dir: &Path) -> anyhow::Result<Vec<TableStats>> {
+    let manifest = Manifest::load(&data_dir.join("parts"))?;
+    Ok(stats_of(&manifest.parts.iter().collect::<Vec<_>>()))
 }
 
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    fs::File::open(dir)?.sync_all()
-}
-
-fn part_rows(path: &Path) -> anyhow::Result<u64> {
-    use parquet::file::reader::FileReader;
-    let reader = parquet::file::reader::SerializedFileReader::new(fs::File::open(path)?)?;
-    Ok(reader.metadata().file_metadata().num_rows() as u64)
+fn stats_of(parts: &[&PartMeta]) -> Vec<TableStats> {
+    Table::ALL
+        .into_iter()
+        .map(|t| {
+            let mut s = TableStats {
+                table: t.name(),
+                ..Default::default()
+            };
+            let mut partitions: BTreeMap<i64, PartitionStats> = BTreeMap::new();
+            for p in parts.iter().filter(|p| p.table == t.name()) {
+                s.part_rows += p.rows;
+                s.parts += 1;
+                s.part_bytes += p.bytes;
+                s.part_raw_bytes += p.raw_bytes;
+                let ps = partitions
+                    .entry(p.partition)
+                    .or_insert_with(|| PartitionStats {
+                        partition: manifest::partition_name(p.partition),
+                        ..Default::default()
+                    });
+                ps.rows += p.rows;
+                ps.parts += 1;
+                ps.bytes += p.bytes;
+                ps.raw_bytes += p.raw_bytes;
+            }
+            s.partitions = partitions.into_values().collect();
+            s
+        })
+        .collect()
 }
 
 impl EmbeddedStore {
-    /// Opens the store in `dir`, loading the part list. Half-written parts
-    /// (`*.tmp`) from a crash are deleted: their rows are still in the WAL.
-    pub fn open(dir: &Path, opts: StoreOptions) -> anyhow::Result<Self> {
+    /// Opens the store under `data_dir/parts`: reads the manifest, deletes
+    /// part files it does not list (an unfinished flush or merge), and
+    /// checks that every listed part is there.
+    pub fn open(data_dir: &Path, opts: StoreOptions) -> anyhow::Result<Self> {
+        let dir = data_dir.join("parts");
+        fs::create_dir_all(&dir)?;
+        let manifest = Manifest::load(&dir)?;
+        let removed = manifest::remove_unlisted(&dir, &manifest)?;
+        if removed > 0 {
+            tracing::info!(files = removed, "removed part files of unfinished changes");
+        }
         let mut state = State::default();
-        for table in Table::ALL {
-            let pdir = part_dir(dir, table);
-            fs::create_dir_all(&pdir)?;
-            let ts = &mut state.tables[table as usize];
-            for entry in fs::read_dir(&pdir)? {
-                let entry = entry?;
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if name.ends_with(".tmp") {
-                    fs::remove_file(entry.path())?;
-                    continue;
-                }
-                let Some((_, max_seq)) = parse_part_name(&name) else {
-                    continue;
-                };
-                let path = entry.path();
-                let rows = part_rows(&path)
-                    .map_err(|e| anyhow::anyhow!("reading part {}: {e}", path.display()))?;
-                ts.parts.push(Part {
-                    bytes: entry.metadata()?.len(),
-                    path,
-                    max_seq,
-                    rows,
-                });
-                ts.flushed_seq = ts.flushed_seq.max(max_seq);
+        for meta in &manifest.parts {
+            let table = meta.table().ok_or_else(|| {
+                anyhow::anyhow!("the manifest lists a part of unknown table {}", meta.table)
+            })?;
+            let path = dir.join(meta.relative_path());
+            if !path.is_file() {
+                anyhow::bail!(
+                    "part {} is listed in {} but missing: restore it from a backup or remove it from the manifest",
+                    path.display(),
+                    dir.join("MANIFEST.json").display()
+                );
             }
-            ts.parts.sort_by_key(|p| p.max_seq);
+            state.tables[table as usize].parts.push(Arc::new(LivePart {
+                meta: meta.clone(),
+                path,
+                obsolete: AtomicBool::new(false),
+            }));
+        }
+        for table in Table::ALL {
+            state.tables[table as usize].flushed_seq = manifest.flushed_seq(table);
         }
         state.last_applied = state
             .tables
@@ -181,12 +256,21 @@ impl EmbeddedStore {
             .unwrap_or(0);
         Ok(EmbeddedStore {
             inner: Arc::new(Inner {
-                dir: dir.to_owned(),
-                opts,
+                dir,
                 state: Mutex::new(state),
+                manifest: Mutex::new(manifest),
                 flush_lock: Mutex::new(()),
+                counters: StoreCounters::default(),
+                runtime: RuntimeEnvBuilder::new()
+                    .with_memory_pool(Arc::new(GreedyMemoryPool::new(opts.max_query_memory_bytes)))
+                    .build_arc()?,
+                opts,
             }),
         })
+    }
+
+    pub fn counters(&self) -> &StoreCounters {
+        &self.inner.counters
     }
 
     /// The WAL must number new entries from here on: every seq below is
@@ -239,9 +323,9 @@ impl EmbeddedStore {
         self.inner.state.lock().tail_bytes
     }
 
-    /// Writes every tail that is due (or all of them with `force`) to a
-    /// part. Returns the seq through which the WAL may be truncated.
-    /// Blocking: call from a blocking thread.
+    /// Writes every tail that is due (or all of them with `force`) to parts,
+    /// one per hour its rows fall in. Returns the seq through which the WAL
+    /// may be truncated. Blocking: call from a blocking thread.
     pub fn flush(&self, force: bool) -> anyhow::Result<u64> {
         let _one_at_a_time = self.inner.flush_lock.lock();
         for table in Table::ALL {
@@ -263,13 +347,25 @@ impl EmbeddedStore {
                 state.tail_bytes -= bytes;
                 state.tables[table as usize].flushing.clone()
             };
-            let part = self.write_part(table, &batches);
+            let max_seq = batches.last().map(|(s, _)| *s).unwrap_or(0);
+            let written = self.write_parts(table, &batches).and_then(|parts| {
+                self.commit(|m| {
+                    m.parts.extend(parts.iter().map(|p| p.meta.clone()));
+                    m.flushed_seq.insert(table.name().into(), max_seq);
+                })
+                .inspect_err(|_| {
+                    for p in &parts {
+                        p.obsolete.store(true, Ordering::Release);
+                    }
+                })?;
+                Ok(parts)
+            });
             let mut state = self.inner.state.lock();
             let ts = &mut state.tables[table as usize];
-            match part {
-                Ok(part) => {
-                    ts.flushed_seq = part.max_seq;
-                    ts.parts.push(part);
+            match written {
+                Ok(parts) => {
+                    ts.flushed_seq = max_seq;
+                    ts.parts.extend(parts);
                     ts.flushing.clear();
                 }
                 Err(e) => {
@@ -289,6 +385,290 @@ impl EmbeddedStore {
         Ok(self.truncatable_seq())
     }
 
+    /// Applies `change` to a copy of the manifest and commits it; the
+    /// in-memory manifest changes only if the commit succeeded.
+    fn commit(&self, change: impl FnOnce(&mut Manifest)) -> anyhow::Result<()> {
+        let mut manifest = self.inner.manifest.lock();
+        let mut next = manifest.clone();
+        change(&mut next);
+        next.commit(&self.inner.dir)?;
+        *manifest = next;
+        Ok(())
+    }
+
+    fn next_part_ids(&self, n: usize) -> u64 {
+        let mut manifest = self.inner.manifest.lock();
+        let first = manifest.next_part_id;
+        manifest.next_part_id += n as u64;
+        first
+    }
+
+    /// Sorts the rows into hour partitions and writes one durable (fsync'd)
+    /// part file per partition. Not yet live: the caller commits them.
+    fn write_parts(
+        &self,
+        table: Table,
+        batches: &[(u64, RecordBatch)],
+    ) -> anyhow::Result<Vec<Arc<LivePart>>> {
+        let batches: Vec<RecordBatch> = batches.iter().map(|(_, b)| b.clone()).collect();
+        let partitions = part::partition_and_sort(table, &batches)?;
+        let first_id = self.next_part_ids(partitions.len());
+        let mut parts = Vec::with_capacity(partitions.len());
+        for (i, rows) in partitions.into_iter().enumerate() {
+            let meta = PartMeta {
+                id: first_id + i as u64,
+                table: table.name().into(),
+                partition: rows.partition,
+                level: 0,
+                rows: 0,
+                bytes: 0,
+                raw_bytes: 0,
+                min_time: rows.min_time,
+                max_time: rows.max_time,
+            };
+            let part = self.write_part(meta, [&rows.batch]).inspect_err(|_| {
+                for p in &parts {
+                    let p: &Arc<LivePart> = p;
+                    p.obsolete.store(true, Ordering::Release);
+                }
+            })?;
+            parts.push(part);
+        }
+        Ok(parts)
+    }
+
+    /// Writes one part file durably: the file and its directory are fsync'd.
+    fn write_part<'a>(
+        &self,
+        mut meta: PartMeta,
+        batches: impl IntoIterator<Item = &'a RecordBatch>,
+    ) -> anyhow::Result<Arc<LivePart>> {
+        let path = self.inner.dir.join(meta.relative_path());
+        let pdir = path.parent().expect("parts live in a partition directory");
+        if !pdir.exists() {
+            fs::create_dir_all(pdir)?;
+            manifest::sync_dir(
+                pdir.parent()
+                    .expect("partition directories live in a table directory"),
+            )?;
+        }
+        let table = meta.table().expect("our own table name");
+        let mut file = fs::File::create(&path)?;
+        let written = part::write(&mut file, table, batches)?;
+        file.sync_all()?;
+        meta.bytes = file.metadata()?.len();
+        meta.rows = written.rows;
+        meta.raw_bytes = written.raw_bytes;
+        manifest::sync_dir(pdir)?;
+        Ok(Arc::new(LivePart {
+            meta,
+            path,
+            obsolete: AtomicBool::new(false),
+        }))
+    }
+
+    /// Drops partitions past their retention, then the oldest ones while
+    /// the parts exceed `max_disk` bytes. Returns how many parts went.
+    pub fn enforce_retention(
+        &self,
+        now: i64,
+        policy: &RetentionPolicy,
+        max_disk: Option<u64>,
+    ) -> anyhow::Result<usize> {
+        let drops = {
+            let manifest = self.inner.manifest.lock();
+            let parts: Vec<&PartMeta> = manifest.parts.iter().collect();
+            retention::to_drop(&parts, now, policy, max_disk)
+        };
+        if drops.is_empty() {
+            return Ok(0);
+        }
+        let ids: HashSet<u64> = drops.iter().map(|(id, _)| *id).collect();
+        let mut partitions: BTreeMap<(String, i64), retention::Drop> = BTreeMap::new();
+        {
+            let manifest = self.inner.manifest.lock();
+            for p in manifest.parts.iter().filter(|p| ids.contains(&p.id)) {
+                let why = drops.iter().find(|(id, _)| *id == p.id).expect("listed").1;
+                partitions.insert((p.table.clone(), p.partition), why);
+            }
+        }
+        self.commit(|m| m.parts.retain(|p| !ids.contains(&p.id)))?;
+        self.remove_parts(&ids);
+        for ((table, partition), why) in partitions {
+            let partition = manifest::partition_name(partition);
+            match why {
+                retention::Drop::Expired => {
+                    self.inner
+                        .counters
+                        .expired_partitions
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(%table, %partition, "dropped a partition past its retention");
+                }
+                retention::Drop::DiskBudget => {
+                    self.inner
+                        .counters
+                        .disk_budget_partitions
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        %table,
+                        %partition,
+                        max_disk = max_disk.unwrap_or(0),
+                        "dropped a partition before its retention: the parts exceed --max-disk"
+                    );
+                }
+            }
+        }
+        Ok(ids.len())
+    }
+
+    /// Takes parts out of the part list; their files go when the last query
+    /// reading them is done.
+    fn remove_parts(&self, ids: &HashSet<u64>) {
+        let mut state = self.inner.state.lock();
+        for ts in &mut state.tables {
+            ts.parts.retain(|p| {
+                let gone = ids.contains(&p.meta.id);
+                if gone {
+                    p.obsolete.store(true, Ordering::Release);
+                }
+                !gone
+            });
+        }
+    }
+
+    /// Merges one set of parts the compaction policy picks, if any; returns
+    /// whether it merged. Rows stream through DataFusion's sort-preserving
+    /// merge of the (sorted) inputs, so memory stays bounded whatever the
+    /// part sizes. Queries and flushes go on meanwhile; the swap is one
+    /// manifest commit. Blocking: call from a blocking thread.
+    pub fn compact_once(&self, now: i64) -> anyhow::Result<bool> {
+        for table in Table::ALL {
+            let inputs: Vec<Arc<LivePart>> = {
+                let state = self.inner.state.lock();
+                let parts = &state.tables[table as usize].parts;
+                let metas: Vec<&PartMeta> = parts.iter().map(|p| &p.meta).collect();
+                let Some(ids) = compaction::pick(&metas, now) else {
+                    continue;
+                };
+                parts
+                    .iter()
+                    .filter(|p| ids.contains(&p.meta.id))
+                    .cloned()
+                    .collect()
+            };
+            let meta = PartMeta {
+                id: self.next_part_ids(1),
+                table: table.name().into(),
+                partition: inputs[0].meta.partition,
+                level: inputs.iter().map(|p| p.meta.level).max().unwrap_or(0) + 1,
+                rows: 0,
+                bytes: 0,
+                raw_bytes: 0,
+                min_time: inputs.iter().map(|p| p.meta.min_time).min().unwrap_or(0),
+                max_time: inputs.iter().map(|p| p.meta.max_time).max().unwrap_or(0),
+            };
+            let merged = self.merge(table, &inputs, meta)?;
+            let ids: HashSet<u64> = inputs.iter().map(|p| p.meta.id).collect();
+            let expected: u64 = inputs.iter().map(|p| p.meta.rows).sum();
+            if merged.meta.rows != expected {
+                merged.obsolete.store(true, Ordering::Release);
+                anyhow::bail!(
+                    "merging {} parts of {} gave {} rows, not {expected}",
+                    ids.len(),
+                    table.name(),
+                    merged.meta.rows
+                );
+            }
+            let committed = self.commit(|m| {
+                // Retention may have dropped an input meanwhile: then do nothing.
+                if ids.iter().all(|id| m.parts.iter().any(|p| p.id == *id)) {
+                    m.parts.retain(|p| !ids.contains(&p.id));
+                    m.parts.push(merged.meta.clone());
+                }
+            });
+            let still_there = self
+                .inner
+                .manifest
+                .lock()
+                .parts
+                .iter()
+                .any(|p| p.id == merged.meta.id);
+            if committed.is_err() || !still_there {
+                merged.obsolete.store(true, Ordering::Release);
+                committed?;
+                return Ok(true);
+            }
+            {
+                let mut state = self.inner.state.lock();
+                state.tables[table as usize].parts.push(merged);
+            }
+            self.remove_parts(&ids);
+            tracing::info!(
+                table = table.name(),
+                parts = ids.len(),
+                rows = expected,
+                "merged parts"
+            );
+            self.inner.counters.merges.fetch_add(1, Ordering::Relaxed);
+            self.inner
+                .counters
+                .merged_parts
+                .fetch_add(ids.len() as u64, Ordering::Relaxed);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    fn merge(
+        &self,
+        table: Table,
+        inputs: &[Arc<LivePart>],
+        meta: PartMeta,
+    ) -> anyhow::Result<Arc<LivePart>> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let paths: Vec<String> = inputs
+            .iter()
+            .map(|p| p.path.to_string_lossy().into_owned())
+            .collect();
+        let batches = runtime.block_on(async {
+            let frame = merge_frame(&merge_context(), table, &paths).await?;
+            anyhow::Ok(frame.execute_stream().await?)
+        })?;
+        let stream = SyncStream {
+            runtime,
+            stream: batches,
+        };
+        self.write_part_stream(meta, stream)
+    }
+
+    /// [`Self::write_part`] for a stream of batches.
+    fn write_part_stream(
+        &self,
+        mut meta: PartMeta,
+        batches: impl Iterator<Item = anyhow::Result<RecordBatch>>,
+    ) -> anyhow::Result<Arc<LivePart>> {
+        let path = self.inner.dir.join(meta.relative_path());
+        let table = meta.table().expect("our own table name");
+        let mut file = fs::File::create(&path)?;
+        let mut writer = part::Writer::new(&mut file, table)?;
+        for batch in batches {
+            writer.write(&batch?)?;
+        }
+        let written = writer.finish()?;
+        file.sync_all()?;
+        meta.bytes = file.metadata()?.len();
+        meta.rows = written.rows;
+        meta.raw_bytes = written.raw_bytes;
+        manifest::sync_dir(path.parent().expect("in a partition directory"))?;
+        Ok(Arc::new(LivePart {
+            meta,
+            path,
+            obsolete: AtomicBool::new(false),
+        }))
+    }
+
     /// Highest seq such that every entry up to it is in a part.
     fn truncatable_seq(&self) -> u64 {
         let state = self.inner.state.lock();
@@ -305,56 +685,38 @@ impl EmbeddedStore {
             .unwrap_or(state.last_applied)
     }
 
-    fn write_part(&self, table: Table, batches: &[(u64, RecordBatch)]) -> anyhow::Result<Part> {
-        let min_seq = batches.first().map(|(s, _)| *s).unwrap_or(0);
-        let max_seq = batches.last().map(|(s, _)| *s).unwrap_or(0);
-        let dir = part_dir(&self.inner.dir, table);
-        let path = dir.join(format!("{min_seq:020}-{max_seq:020}.parquet"));
-        let tmp = path.with_extension("parquet.tmp");
-        let (file, rows) = part::write(
-            fs::File::create(&tmp)?,
-            table,
-            batches.iter().map(|(_, b)| b),
-        )?;
-        file.sync_all()?;
-        let bytes = file.metadata()?.len();
-        fs::rename(&tmp, &path)?;
-        sync_dir(&dir)?;
-        Ok(Part {
-            path,
-            max_seq,
-            rows,
-            bytes,
-        })
-    }
-
+    /// Rows, parts and bytes per table and partition, including rows not
+    /// yet in parts.
     pub fn stats(&self) -> Vec<TableStats> {
         let state = self.inner.state.lock();
-        Table::ALL
-            .into_iter()
-            .map(|t| {
-                let ts = &state.tables[t as usize];
-                TableStats {
-                    table: t.name(),
-                    part_rows: ts.parts.iter().map(|p| p.rows).sum(),
-                    parts: ts.parts.len(),
-                    part_bytes: ts.parts.iter().map(|p| p.bytes).sum(),
-                    tail_rows: ts.tail_rows
-                        + ts.flushing.iter().map(|(_, b)| b.num_rows()).sum::<usize>(),
-                    tail_bytes: ts.tail_bytes,
-                }
-            })
-            .collect()
+        let metas: Vec<&PartMeta> = state
+            .tables
+            .iter()
+            .flat_map(|t| t.parts.iter().map(|p| &p.meta))
+            .collect();
+        let mut stats = stats_of(&metas);
+        for s in &mut stats {
+            let ts = &state.tables[Table::from_name(s.table).expect("our table") as usize];
+            s.tail_rows =
+                ts.tail_rows + ts.flushing.iter().map(|(_, b)| b.num_rows()).sum::<usize>();
+            s.tail_bytes = ts.tail_bytes;
+        }
+        stats
     }
 
-    /// Parts and in-memory batches of a table, taken together.
-    fn snapshot(&self, table: Table) -> (Vec<String>, Vec<RecordBatch>) {
+    /// The parts that may hold rows in `range`, and the in-memory batches of
+    /// a table, taken together under one lock.
+    fn snapshot(&self, table: Table, range: TimeRange) -> (Vec<Arc<LivePart>>, Vec<RecordBatch>) {
         let state = self.inner.state.lock();
         let ts = &state.tables[table as usize];
-        let paths = ts
+        let parts = ts
             .parts
             .iter()
-            .map(|p| p.path.to_string_lossy().into_owned())
+            .filter(|p| {
+                range.from.is_none_or(|from| p.meta.max_time >= from)
+                    && range.to.is_none_or(|to| p.meta.min_time <= to)
+            })
+            .cloned()
             .collect();
         let batches = ts
             .flushing
@@ -362,21 +724,32 @@ impl EmbeddedStore {
             .chain(&ts.tail)
             .map(|(_, b)| b.clone())
             .collect();
-        (paths, batches)
+        (parts, batches)
     }
 
-    /// A DataFrame over every row of a table (parts ∪ memory).
-    async fn frame(&self, ctx: &SessionContext, table: Table) -> Result<DataFrame, QueryError> {
-        let (paths, batches) = self.snapshot(table);
+    /// A DataFrame over every row of a table that may fall in `range`
+    /// (parts ∪ memory), and the parts it reads, which the caller keeps
+    /// until the query is done.
+    async fn frame(
+        &self,
+        ctx: &SessionContext,
+        table: Table,
+        range: TimeRange,
+    ) -> Result<(DataFrame, Vec<Arc<LivePart>>), QueryError> {
+        let (parts, batches) = self.snapshot(table, range);
         let schema = table.schema();
         let memory = ctx.read_table(Arc::new(MemTable::try_new(schema.clone(), vec![batches])?))?;
-        if paths.is_empty() {
-            return Ok(memory);
+        if parts.is_empty() {
+            return Ok((memory, parts));
         }
-        let parts = ctx
+        let paths: Vec<String> = parts
+            .iter()
+            .map(|p| p.path.to_string_lossy().into_owned())
+            .collect();
+        let on_disk = ctx
             .read_parquet(paths, ParquetReadOptions::default().schema(&schema))
             .await?;
-        Ok(parts.union(memory)?)
+        Ok((on_disk.union(memory)?, parts))
     }
 
     async fn run(
@@ -386,8 +759,80 @@ impl EmbeddedStore {
         let timeout = self.inner.opts.query_timeout;
         let batches = tokio::time::timeout(timeout, f)
             .await
-            .map_err(|_| QueryError::Timeout(timeout))??;
+            .map_err(|_| QueryError::Timeout(timeout))?
+            .map_err(|e| match e {
+                QueryError::TooBig(why) => QueryError::TooBig(format!(
+                    "the query needs more than the {} MiB queries may use (--max-query-memory); narrow its time range or filters ({why})",
+                    self.inner.opts.max_query_memory_bytes >> 20
+                )),
+                e => e,
+            })?;
         Ok(to_rows(&batches))
+    }
+
+    /// A session for one query, drawing on the shared query memory pool.
+    fn query_context(&self) -> SessionContext {
+        let mut config = SessionConfig::new();
+        // Evaluate filters while decoding Parquet, so rows that fail them
+        // are never materialised (late materialisation).
+        config.options_mut().execution.parquet.pushdown_filters = true;
+        config.options_mut().execution.parquet.reorder_filters = true;
+        SessionContext::new_with_config_rt(config, self.inner.runtime.clone())
+    }
+}
+
+/// A session for merges: one partition per input file so each stays
+/// sorted, and no repartitioning that would lose the order.
+fn merge_context() -> SessionContext {
+    let mut config = SessionConfig::new()
+        .with_target_partitions(1)
+        .with_repartition_file_scans(false)
+        .with_batch_size(8192);
+    config.options_mut().execution.parquet.pushdown_filters = false;
+    SessionContext::new_with_config(config)
+}
+
+/// All rows of `paths` (parts of `table`, each sorted) in part order.
+/// Declaring each file's order lets DataFusion merge the files as streams
+/// instead of sorting everything in memory.
+async fn merge_frame(
+    ctx: &SessionContext,
+    table: Table,
+    paths: &[String],
+) -> datafusion::error::Result<DataFrame> {
+    let schema = table.schema();
+    let order: Vec<_> = table
+        .sort_key()
+        .iter()
+        .map(|c| ident(*c).sort(true, false))
+        .collect();
+    let mut frame: Option<DataFrame> = None;
+    for path in paths {
+        let options = ParquetReadOptions::default()
+            .schema(&schema)
+            .file_sort_order(vec![order.clone()]);
+        let df = ctx.read_parquet(path.as_str(), options).await?;
+        frame = Some(match frame {
+            Some(f) => f.union(df)?,
+            None => df,
+        });
+    }
+    frame.expect("a merge has inputs").sort(order)
+}
+
+/// Drives an async record batch stream from blocking code.
+struct SyncStream {
+    runtime: tokio::runtime::Runtime,
+    stream: datafusion::physical_plan::SendableRecordBatchStream,
+}
+
+impl Iterator for SyncStream {
+    type Item = anyhow::Result<RecordBatch>;
+    fn next(&mut self) -> Option<Self::Item> {
+        use futures::StreamExt;
+        self.runtime
+            .block_on(self.stream.next())
+            .map(|r| r.map_err(anyhow::Error::from))
     }
 }
 
@@ -432,6 +877,10 @@ impl Apply<TableBatches> for StoreApplier {
 
 #[async_trait]
 impl Storage for EmbeddedStore {
+    async fn stats(&self) -> Result<Vec<TableStats>, QueryError> {
+        Ok(EmbeddedStore::stats(self))
+    }
+
     async fn search(&self, q: &SearchQuery) -> Result<Vec<Row>, QueryError> {
         let (table, text_column) = match q.signal {
             Signal::Logs => (Table::Logs, "Body"),
@@ -443,8 +892,9 @@ impl Storage for EmbeddedStore {
             }
         };
         self.run(async {
-            let ctx = SessionContext::new();
-            let mut df = time_filter(self.frame(&ctx, table).await?, "Timestamp", q.range)?;
+            let ctx = self.query_context();
+            let (df, _reading) = self.frame(&ctx, table, q.range).await?;
+            let mut df = time_filter(df, "Timestamp", q.range)?;
             if let Some(text) = q.text.as_deref().filter(|t| !t.is_empty()) {
                 df = df.filter(contains(
                     lower(ident(text_column)),
@@ -454,22 +904,26 @@ impl Storage for EmbeddedStore {
             let df = df
                 .sort(vec![ident("Timestamp").sort(false, true)])?
                 .limit(0, Some(q.limit))?;
-            Ok(df.collect().await?)
+            let rows = df.collect().await?;
+            drop(_reading);
+            Ok(rows)
         })
         .await
     }
 
     async fn trace(&self, trace_id: &str, limit: usize) -> Result<Vec<Row>, QueryError> {
         self.run(async {
-            let ctx = SessionContext::new();
-            let df = self
-                .frame(&ctx, Table::Traces)
-                .await?
-                .filter(ident("TraceId").eq(lit(trace_id.to_lowercase())))?;
+            let ctx = self.query_context();
+            let (df, _reading) = self
+                .frame(&ctx, Table::Traces, TimeRange::default())
+                .await?;
+            let df = df.filter(ident("TraceId").eq(lit(trace_id.to_lowercase())))?;
             let df = df
                 .sort(vec![ident("Timestamp").sort(true, true)])?
                 .limit(0, Some(limit))?;
-            Ok(df.collect().await?)
+            let rows = df.collect().await?;
+            drop(_reading);
+            Ok(rows)
         })
         .await
     }
@@ -479,16 +933,16 @@ impl Storage for EmbeddedStore {
         for table in Table::METRICS {
             let mut part = self
                 .run(async {
-                    let ctx = SessionContext::new();
-                    let df = self
-                        .frame(&ctx, table)
-                        .await?
-                        .filter(ident("MetricName").eq(lit(q.name.as_str())))?;
+                    let ctx = self.query_context();
+                    let (df, _reading) = self.frame(&ctx, table, q.range).await?;
+                    let df = df.filter(ident("MetricName").eq(lit(q.name.as_str())))?;
                     let df = time_filter(df, "TimeUnix", q.range)?;
                     let df = df
                         .sort(vec![ident("TimeUnix").sort(true, true)])?
                         .limit(0, Some(q.limit))?;
-                    Ok(df.collect().await?)
+                    let rows = df.collect().await?;
+                    drop(_reading);
+                    Ok(rows)
                 })
                 .await?;
             let kind = table.metric_type().expect("metric table");
@@ -640,18 +1094,363 @@ mod tests {
         assert!(checks >= 5, "queries ran while rows moved ({checks})");
     }
 
-    #[test]
-    fn leftover_temporary_parts_are_removed_on_open() {
+    /// A logs request of one service whose records have the given times.
+    fn timed(service: &str, times: &[i64]) -> TableBatches {
+        use opentelemetry_proto::tonic::common::v1::KeyValue;
+        use opentelemetry_proto::tonic::resource::v1::Resource;
+        OtlpRequest::Logs(ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                resource: Some(Resource {
+                    attributes: vec![KeyValue {
+                        key: "service.name".into(),
+                        value: Some(AnyValue {
+                            value: Some(Value::StringValue(service.into())),
+                        }),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                scope_logs: vec![ScopeLogs {
+                    log_records: times
+                        .iter()
+                        .map(|t| LogRecord {
+                            time_unix_nano: *t as u64,
+                            body: Some(AnyValue {
+                                value: Some(Value::StringValue(format!("{service} at {t}"))),
+                            }),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        })
+        .to_batches()
+    }
+
+    /// Merges from a blocking thread, as the server does.
+    async fn compact(store: &EmbeddedStore, now: i64) -> bool {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.compact_once(now))
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    const HOUR: i64 = manifest::HOUR_NANOS;
+    const T0: i64 = 1_700_000_000_000_000_000 / HOUR * HOUR;
+
+    /// Every row of the logs table as a sorted list of JSON texts.
+    async fn all_rows(store: &EmbeddedStore) -> Vec<String> {
+        let q = SearchQuery {
+            signal: Signal::Logs,
+            text: None,
+            range: TimeRange::default(),
+            limit: 100_000,
+        };
+        let mut rows: Vec<String> = store
+            .search(&q)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| serde_json::to_string(r).unwrap())
+            .collect();
+        rows.sort();
+        rows
+    }
+
+    fn part_files(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let tdir = dir.join("parts").join(Table::Logs.name());
+        for p in fs::read_dir(tdir).into_iter().flatten() {
+            for f in fs::read_dir(p.unwrap().path()).unwrap() {
+                out.push(f.unwrap().path());
+            }
+        }
+        out.sort();
+        out
+    }
+
+    fn services_in_file(path: &Path) -> Vec<String> {
+        let file = fs::File::open(path).unwrap();
+        let reader =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 1024).unwrap();
+        let mut out = Vec::new();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let col = batch.column_by_name("ServiceName").unwrap();
+            let col = arrow::array::AsArray::as_string::<i32>(col);
+            out.extend(col.iter().map(|s| s.unwrap().to_owned()));
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_flush_writes_one_sorted_part_per_hour() {
         let dir = tempfile::tempdir().unwrap();
-        let pdir = part_dir(dir.path(), Table::Logs);
-        fs::create_dir_all(&pdir).unwrap();
-        fs::write(
-            pdir.join("00000000000000000001-00000000000000000009.parquet.tmp"),
-            b"half",
-        )
-        .unwrap();
         let store = EmbeddedStore::open(dir.path(), StoreOptions::default()).unwrap();
-        assert_eq!(store.min_next_seq(), 1);
-        assert_eq!(fs::read_dir(&pdir).unwrap().count(), 0);
+        let mut applier = store.applier();
+        applier.apply(1, timed("zeta", &[T0 + 5, T0 + HOUR + 1]));
+        applier.apply(2, timed("alpha", &[T0 + 9, T0 + 1]));
+        store.flush(true).unwrap();
+        let files = part_files(dir.path());
+        assert_eq!(files.len(), 2, "{files:?}");
+        assert_eq!(
+            services_in_file(&files[0]),
+            ["alpha", "alpha", "zeta"],
+            "sorted by service"
+        );
+        assert_eq!(services_in_file(&files[1]), ["zeta"]);
+        let stats = &store.stats()[0];
+        assert_eq!(stats.partitions.len(), 2);
+        assert_eq!(stats.partitions[0].partition, manifest::partition_name(T0));
+        assert_eq!((stats.part_rows, stats.parts), (4, 2));
+        assert!(stats.part_raw_bytes > 0);
+
+        // A time range that misses an hour does not read its part.
+        let q = SearchQuery {
+            signal: Signal::Logs,
+            text: None,
+            range: TimeRange {
+                from: Some(T0 + HOUR),
+                to: None,
+            },
+            limit: 10,
+        };
+        assert_eq!(store.search(&q).await.unwrap().len(), 1);
+        assert_eq!(store.snapshot(Table::Logs, q.range).0.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn compaction_keeps_every_row_and_deletes_the_inputs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path(), StoreOptions::default()).unwrap();
+        let mut applier = store.applier();
+        let services = ["b", "a", "c", "a", "d", "b", "e", "c", "a"];
+        for (i, service) in services.iter().enumerate() {
+            let i = i as i64;
+            applier.apply(
+                i as u64 + 1,
+                timed(service, &[T0 + 100 - i, T0 + 50 + i, T0 + i]),
+            );
+            store.flush(true).unwrap();
+        }
+        let before = all_rows(&store).await;
+        assert_eq!(before.len(), 27);
+        assert_eq!(part_files(dir.path()).len(), services.len());
+
+        // The hour is open: a level with FANOUT parts or more merges, at
+        // most 2 x FANOUT parts at a time.
+        let open = T0 + HOUR / 2;
+        assert!(compact(&store, open).await);
+        let merged = services.len().min(2 * compaction::FANOUT);
+        assert_eq!(store.stats()[0].parts, services.len() - merged + 1);
+        assert_eq!(all_rows(&store).await, before);
+
+        // Sealed: everything merges into one part, sorted.
+        let sealed = T0 + HOUR + compaction::SEAL_AFTER;
+        while compact(&store, sealed).await {}
+        assert_eq!(store.stats()[0].parts, 1);
+        assert_eq!(all_rows(&store).await, before);
+        let files = part_files(dir.path());
+        assert_eq!(files.len(), 1, "replaced parts are deleted");
+        let services = services_in_file(&files[0]);
+        assert!(services.is_sorted(), "{services:?}");
+        assert_eq!(store.counters().merges.load(Ordering::Relaxed), 2);
+
+        // And a restart sees the same.
+        drop(store);
+        let store = EmbeddedStore::open(dir.path(), StoreOptions::default()).unwrap();
+        assert_eq!(all_rows(&store).await, before);
+    }
+
+    #[tokio::test]
+    async fn a_merge_streams_its_sorted_inputs_without_sorting_them_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path(), StoreOptions::default()).unwrap();
+        for seq in 1..=3 {
+            store.applier().apply(seq, timed("s", &[T0 + seq as i64]));
+            store.flush(true).unwrap();
+        }
+        let paths: Vec<String> = part_files(dir.path())
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
+        let ctx = merge_context();
+        let plan = merge_frame(&ctx, Table::Logs, &paths)
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        let plan = datafusion::physical_plan::displayable(plan.as_ref())
+            .indent(false)
+            .to_string();
+        assert!(plan.contains("SortPreservingMergeExec"), "{plan}");
+        assert!(!plan.contains("SortExec"), "{plan}");
+    }
+
+    #[tokio::test]
+    async fn a_query_over_its_memory_budget_fails_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = StoreOptions {
+            max_query_memory_bytes: 16 << 10,
+            ..StoreOptions::default()
+        };
+        let store = EmbeddedStore::open(dir.path(), opts).unwrap();
+        let times: Vec<i64> = (0..5000).map(|i| T0 + i).collect();
+        store.applier().apply(1, timed("s", &times));
+        store.flush(true).unwrap();
+        let q = SearchQuery {
+            signal: Signal::Logs,
+            text: None,
+            range: TimeRange::default(),
+            limit: 10_000,
+        };
+        match store.search(&q).await {
+            Err(QueryError::TooBig(why)) => assert!(why.contains("--max-query-memory"), "{why}"),
+            other => panic!("expected TooBig, got {:?}", other.map(|r| r.len())),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_part_being_read_outlives_its_replacement() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path(), StoreOptions::default()).unwrap();
+        let mut applier = store.applier();
+        for seq in 1..=2 {
+            applier.apply(seq, timed("s", &[T0 + seq as i64]));
+            store.flush(true).unwrap();
+        }
+        let (reading, _) = store.snapshot(Table::Logs, TimeRange::default());
+        assert!(compact(&store, T0 + 2 * HOUR).await);
+        assert!(
+            reading.iter().all(|p| p.path.exists()),
+            "still open by a query"
+        );
+        drop(reading);
+        assert_eq!(part_files(dir.path()).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn unlisted_part_files_from_a_crash_are_removed_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path(), StoreOptions::default()).unwrap();
+        store.applier().apply(1, timed("s", &[T0]));
+        store.flush(true).unwrap();
+        let listed = part_files(dir.path());
+        // What a flush or merge killed before its manifest commit leaves.
+        let stray = listed[0].with_file_name("000000000099.parquet");
+        fs::copy(&listed[0], &stray).unwrap();
+        let other_hour = dir.path().join("parts/otel_logs/2001010100");
+        fs::create_dir_all(&other_hour).unwrap();
+        fs::write(other_hour.join("000000000100.parquet"), b"half").unwrap();
+        drop(store);
+        let store = EmbeddedStore::open(dir.path(), StoreOptions::default()).unwrap();
+        assert_eq!(part_files(dir.path()), listed);
+        assert!(!other_hour.exists());
+        assert_eq!(
+            all_rows(&store).await.len(),
+            1,
+            "the stray copy is not read"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_listed_part_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path(), StoreOptions::default()).unwrap();
+        store.applier().apply(1, timed("s", &[T0]));
+        store.flush(true).unwrap();
+        drop(store);
+        let part = part_files(dir.path()).remove(0);
+        fs::remove_file(&part).unwrap();
+        let err = EmbeddedStore::open(dir.path(), StoreOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("missing"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn expired_partitions_go_and_replay_does_not_bring_them_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path(), StoreOptions::default()).unwrap();
+        store.applier().apply(1, timed("old", &[T0 + 1]));
+        store.applier().apply(2, timed("new", &[T0 + 2 * HOUR]));
+        store.flush(true).unwrap();
+        let policy = RetentionPolicy::new(
+            Duration::from_secs(3600),
+            retention::DEFAULT,
+            retention::DEFAULT,
+        );
+        // At T0 + 2h the first hour has just expired (it ended at T0 + 1h).
+        assert_eq!(
+            store
+                .enforce_retention(T0 + 2 * HOUR, &policy, None)
+                .unwrap(),
+            1
+        );
+        assert_eq!(all_rows(&store).await.len(), 1);
+        assert_eq!(
+            store.counters().expired_partitions.load(Ordering::Relaxed),
+            1
+        );
+        assert_eq!(part_files(dir.path()).len(), 1);
+
+        drop(store);
+        let store = EmbeddedStore::open(dir.path(), StoreOptions::default()).unwrap();
+        let OtlpRequest::Logs(old) = timed_request("old", T0 + 1) else {
+            unreachable!()
+        };
+        store
+            .replay(Entry {
+                seq: 1,
+                kind: kind_of(Signal::Logs),
+                payload: old.encode_to_vec(),
+            })
+            .unwrap();
+        assert_eq!(
+            all_rows(&store).await.len(),
+            1,
+            "seq 1 is below flushed_seq"
+        );
+    }
+
+    fn timed_request(service: &str, t: i64) -> OtlpRequest {
+        let mut r = request(&[service]);
+        if let OtlpRequest::Logs(req) = &mut r {
+            req.resource_logs[0].scope_logs[0].log_records[0].time_unix_nano = t as u64;
+        }
+        r
+    }
+
+    #[tokio::test]
+    async fn over_the_disk_budget_the_oldest_hours_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path(), StoreOptions::default()).unwrap();
+        for h in 0..4 {
+            store
+                .applier()
+                .apply(h as u64 + 1, timed("s", &[T0 + h * HOUR]));
+        }
+        store.flush(true).unwrap();
+        let one = store.stats()[0].part_bytes / 4;
+        let policy =
+            RetentionPolicy::new(retention::DEFAULT, retention::DEFAULT, retention::DEFAULT);
+        let dropped = store
+            .enforce_retention(T0 + 4 * HOUR, &policy, Some(2 * one + one / 2))
+            .unwrap();
+        assert_eq!(dropped, 2);
+        let stats = &store.stats()[0];
+        assert_eq!(
+            stats.partitions[0].partition,
+            manifest::partition_name(T0 + 2 * HOUR)
+        );
+        assert_eq!(
+            store
+                .counters()
+                .disk_budget_partitions
+                .load(Ordering::Relaxed),
+            2
+        );
     }
 }

@@ -5,12 +5,15 @@
 //! A ClickHouse backend implements the same trait; the WAL in front of both
 //! (see `otelhouse-wal`) is what makes an acknowledged record durable.
 
+pub mod compaction;
 pub mod embedded;
+pub mod manifest;
 pub mod part;
 pub mod query;
+pub mod retention;
 pub mod rows;
 
-pub use embedded::{EmbeddedStore, StoreOptions};
+pub use embedded::{EmbeddedStore, StoreOptions, TableStats, stats_on_disk};
 pub use query::{MetricQuery, QueryError, SearchQuery, TimeRange};
 pub use rows::Row;
 
@@ -27,4 +30,6 @@ pub trait Storage: Send + Sync {
     /// The points of one metric, oldest first, across every metric kind;
     /// each row carries a `MetricType` field.
     async fn metric_points(&self, q: &MetricQuery) -> Result<Vec<Row>, QueryError>;
+    /// Rows, parts and bytes per table and partition.
+    async fn stats(&self) -> Result<Vec<TableStats>, QueryError>;
 }

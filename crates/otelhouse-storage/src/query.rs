@@ -31,12 +31,21 @@ pub enum QueryError {
     BadRequest(String),
     #[error("query timed out after {0:?}")]
     Timeout(std::time::Duration),
+    /// The query needs more memory than the query budget allows.
+    #[error("{0}")]
+    TooBig(String),
     #[error("query failed: {0}")]
     Internal(String),
 }
 
 impl From<datafusion::error::DataFusionError> for QueryError {
     fn from(e: datafusion::error::DataFusionError) -> Self {
+        if matches!(
+            e.find_root(),
+            datafusion::error::DataFusionError::ResourcesExhausted(_)
+        ) {
+            return QueryError::TooBig(e.find_root().to_string());
+        }
         QueryError::Internal(e.to_string())
     }
 }
