@@ -15,6 +15,10 @@ use otelhouse_schema::Table;
 use otelhouse_storage::part;
 use parquet::arrow::ArrowWriter;
 
+// The server's allocator, so the figures match what a flush costs there.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn rows(table: Table, n: usize) -> Vec<RecordBatch> {
     let mut g = Generator::new(7);
     let range = recent_range(3600);
