@@ -53,7 +53,14 @@ async fn every_acknowledged_record_survives_sigkill_exactly_once() {
                     let ids: Vec<String> = (0..3)
                         .map(|i| format!("dur-k{cycle:02}-c{c}-r{r}-i{i}"))
                         .collect();
-                    let body = logs_request("durability", &ids).encode_to_vec();
+                    // Two hours old: their hour is sealed, so every
+                    // maintenance round merges its parts and kills land in
+                    // merges too.
+                    let mut req = logs_request("durability", &ids);
+                    for r in &mut req.resource_logs[0].scope_logs[0].log_records {
+                        r.time_unix_nano -= 2 * 3_600_000_000_000;
+                    }
+                    let body = req.encode_to_vec();
                     sent += ids.len();
                     let resp = http
                         .post(&url)
