@@ -16,7 +16,7 @@ KEY=$("$BIN" init --data-dir "$DATA" --json | python3 -c 'import json,sys; print
 read -r -a EXTRA <<< "${EXTRA_SERVE_ARGS:-}"
 "$BIN" serve --data-dir "$DATA" --otlp-grpc-addr 127.0.0.1:0 --otlp-http-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 "${EXTRA[@]}" 2>"$DATA.log" &
 PID=$!
-trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$(dirname "$DATA")"' EXIT
+trap 'kill $PID 2>/dev/null || true; wait $PID 2>/dev/null || true; rm -rf "$(dirname "$DATA")"' EXIT
 
 for _ in $(seq 100); do [ -f "$DATA/listen.json" ] && break; sleep 0.1; done
 GRPC=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["otlp_grpc"])' "$DATA/listen.json")
