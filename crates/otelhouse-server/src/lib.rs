@@ -166,6 +166,12 @@ pub async fn serve(
             query_timeout: s.query_timeout,
         },
     )?;
+    tracing::info!(
+        write_buffer_mib = s.max_memory_bytes >> 20,
+        query_memory_mib = s.max_query_memory_bytes >> 20,
+        max_disk_bytes = s.max_disk_bytes.unwrap_or(0),
+        "memory and disk budgets (max_disk_bytes 0: none)"
+    );
     let retention = Arc::new(RetentionPolicy::new(
         config.retention.logs,
         config.retention.traces,

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Memory soak: a release server on its defaults (or EXTRA_SERVE_ARGS) under
+# sustained OTLP ingest (logs and spans) plus a loop of concurrent queries,
+# sampling the server's RSS every 5 s. Prints the budget, the RSS samples'
+# peak and the records stored. Usage: scripts/soak.sh [minutes, default 10]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/otelhouse-target}"
+MINUTES="${1:-10}"
+cargo build --release --workspace --bins -q
+BIN="$CARGO_TARGET_DIR/release/otelhouse"
+LOADGEN="$CARGO_TARGET_DIR/release/otelhouse-loadgen"
+DATA="$(mktemp -d)/data"
+CREDS=$("$BIN" init --data-dir "$DATA" --json)
+KEY=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["ingestion_key"])' "$CREDS")
+TOKEN=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["api_token"])' "$CREDS")
+read -r -a EXTRA <<< "${EXTRA_SERVE_ARGS:-}"
+"$BIN" serve --data-dir "$DATA" --otlp-grpc-addr 127.0.0.1:0 --otlp-http-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 "${EXTRA[@]}" 2>"$DATA.log" &
+PID=$!
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$(dirname "$DATA")"' EXIT
+for _ in $(seq 100); do [ -f "$DATA/listen.json" ] && break; sleep 0.1; done
+addr() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$DATA/listen.json" "$1"; }
+GRPC=$(addr otlp_grpc); API=$(addr http)
+SECS=$((MINUTES * 60))
+
+"$LOADGEN" send --signal logs --protocol grpc --endpoint "$GRPC" --key "$KEY" --batch 500 --concurrency 4 --duration "${SECS}s" --json >"$DATA.logs.json" &
+"$LOADGEN" send --signal traces --protocol grpc --endpoint "$GRPC" --key "$KEY" --batch 500 --concurrency 2 --duration "${SECS}s" --json >"$DATA.spans.json" &
+# Queries: text search over the last hour, newest rows, a metric lookup.
+(
+  end=$((SECONDS + SECS)); n=0; failed=0
+  while [ $SECONDS -lt $end ]; do
+    for q in "signal=logs&q=timeout&limit=100" "signal=logs&limit=1000" "signal=traces&q=GET&limit=500"; do
+      code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://$API/api/v1/search?$q")
+      n=$((n + 1)); [ "$code" = 200 ] || failed=$((failed + 1))
+    done
+    sleep 0.5
+  done
+  echo "{\"queries\": $n, \"failed_queries\": $failed}" >"$DATA.queries.json"
+) &
+PEAK=0
+for _ in $(seq $((SECS / 5))); do
+  sleep 5
+  RSS=$(awk '/VmRSS/ {printf "%d", $2 * 1024}' "/proc/$PID/status")
+  [ "$RSS" -gt "$PEAK" ] && PEAK=$RSS
+done
+sleep 3
+METRICS=$(curl -s "http://$API/metrics")
+BUDGET=$(grep -o 'write_buffer_mib=[0-9]* query_memory_mib=[0-9]*' "$DATA.log" | head -1)
+python3 - "$PEAK" "$DATA" "$METRICS" "$BUDGET" <<'PY'
+import json, sys
+peak, data, metrics, budget = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+budget = {k: int(v) for k, v in (kv.split("=") for kv in budget.split())}
+acc = sum(float(l.split()[-1]) for l in metrics.splitlines() if l.startswith("otelhouse_records_accepted_total"))
+merges = [l.split()[-1] for l in metrics.splitlines() if l.startswith("otelhouse_merges_total")]
+q = json.load(open(data + ".queries.json"))
+print(json.dumps({**budget, "peak_rss_mib": round(peak / 2**20), "records_accepted": int(acc), "merges": merges, **q}))
+PY
