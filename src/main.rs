@@ -42,6 +42,17 @@ enum Command {
     Tokens(SecretArgs),
     /// Show or set how long each signal is kept (a running server applies a change within seconds).
     Retention(RetentionArgs),
+    /// Run read-only SQL (DataFusion dialect) over the stored parts of a data
+    /// directory; tables have ClickStack's names (otel_logs, otel_traces, ...).
+    /// Rows still in a running server's memory are not included.
+    Sql {
+        #[arg(long, env = "OTELHOUSE_DATA_DIR", default_value = "./otelhouse-data")]
+        data_dir: PathBuf,
+        /// Run the query this many times and print the timings to stderr as JSON.
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
+        sql: String,
+    },
     /// Rows, parts and bytes on disk per signal and hour partition (reads the data directory).
     Stats {
         #[arg(long, env = "OTELHOUSE_DATA_DIR", default_value = "./otelhouse-data")]
@@ -256,6 +267,24 @@ async fn manage(kind: SecretKind, args: SecretArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn run_sql(data_dir: &Path, sql: &str, repeat: usize) -> anyhow::Result<()> {
+    let ctx = otelhouse_storage::sql::session(data_dir)?;
+    let (batches, times) = otelhouse_storage::sql::run(&ctx, sql, repeat).await?;
+    for row in otelhouse_storage::rows::to_rows(&batches) {
+        println!("{}", serde_json::to_string(&row)?);
+    }
+    if repeat > 1 {
+        let mut ms: Vec<f64> = times.iter().map(|t| t.as_secs_f64() * 1e3).collect();
+        let runs = ms.clone();
+        ms.sort_by(f64::total_cmp);
+        eprintln!(
+            "{}",
+            serde_json::json!({"p50_ms": ms[ms.len() / 2], "min_ms": ms[0], "runs_ms": runs})
+        );
+    }
+    Ok(())
+}
+
 fn retention(args: RetentionArgs) -> anyhow::Result<()> {
     use otelhouse_storage::retention;
     if !args.data_dir.join("otelhouse.db").exists() {
@@ -383,6 +412,11 @@ fn main() -> anyhow::Result<()> {
             Command::Keys(args) => manage(SecretKind::IngestionKey, args).await,
             Command::Tokens(args) => manage(SecretKind::ApiToken, args).await,
             Command::Retention(args) => retention(args),
+            Command::Sql {
+                data_dir,
+                repeat,
+                sql,
+            } => run_sql(&data_dir, &sql, repeat).await,
             Command::Stats {
                 data_dir,
                 json,

@@ -2,6 +2,7 @@
 //! span batches ([`Generator`]), replay into a running server over OTLP/gRPC and
 //! OTLP/HTTP ([`send`]), and a decode-only baseline ([`decode_baseline`]).
 
+pub mod dataset;
 pub mod r#gen;
 pub mod procstat;
 pub mod send;

@@ -27,6 +27,48 @@ enum Command {
     /// Decode-only baseline: gunzip (with --gzip) and protobuf-decode the same
     /// payloads in one thread; print records/s.
     Decode(DecodeArgs),
+    /// Write the benchmark dataset (logs and spans over a time window, in
+    /// time order) to a directory.
+    Dataset(DatasetArgs),
+    /// Send a dataset written by `dataset` to a server, every batch once.
+    Replay(ReplayArgs),
+}
+
+#[derive(Args)]
+struct DatasetArgs {
+    /// Directory to write.
+    #[arg(long)]
+    out: std::path::PathBuf,
+    #[arg(long, default_value_t = 10_000_000)]
+    logs: usize,
+    #[arg(long, default_value_t = 2_000_000)]
+    spans: usize,
+    /// Length of the window, ending now.
+    #[arg(long, default_value_t = 24)]
+    hours: u64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    #[arg(long, default_value_t = 500)]
+    batch: usize,
+    /// One log body in this many carries the rare token.
+    #[arg(long, default_value_t = 1_000_000)]
+    rare_every: usize,
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    /// Directory written by `dataset`.
+    #[arg(long)]
+    dir: std::path::PathBuf,
+    /// OTLP/gRPC host:port.
+    #[arg(long, default_value = "127.0.0.1:4317")]
+    endpoint: String,
+    #[arg(long)]
+    key: Option<String>,
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    #[arg(long)]
+    server_pid: Option<u32>,
 }
 
 #[derive(Args)]
@@ -110,7 +152,46 @@ fn main() -> anyhow::Result<()> {
             decode_command(&args);
             Ok(())
         }
+        Command::Dataset(args) => {
+            let end = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_nanos() as u64;
+            let spec = otelhouse_loadgen::dataset::Spec {
+                logs: args.logs,
+                spans: args.spans,
+                hours: args.hours,
+                end,
+                seed: args.seed,
+                batch: args.batch,
+                rare_every: args.rare_every,
+            };
+            let summary = otelhouse_loadgen::dataset::write(&args.out, &spec)?;
+            println!("{}", serde_json::to_string(&summary)?);
+            Ok(())
+        }
+        Command::Replay(args) => replay_command(args),
     }
+}
+
+/// Logs then spans, each every batch once; one JSON line per signal.
+fn replay_command(args: ReplayArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Runtime::new()?;
+    for signal in [Signal::Logs, Signal::Traces] {
+        let config = SendConfig {
+            signal,
+            protocol: Protocol::Grpc,
+            endpoint: args.endpoint.clone(),
+            key: args.key.clone(),
+            concurrency: args.concurrency,
+            limit: Limit::Records(u64::MAX),
+            server_pid: args.server_pid,
+        };
+        let batches = otelhouse_loadgen::dataset::read(&args.dir, signal)?;
+        let report = rt.block_on(send::replay(&config, batches))?;
+        anyhow::ensure!(report.errors == 0, "{} batches failed", report.errors);
+        println!("{}", send_json(&config, true, &report));
+    }
+    Ok(())
 }
 
 fn send_command(args: SendArgs) -> anyhow::Result<()> {

@@ -77,6 +77,90 @@ impl SendReport {
     }
 }
 
+/// Sends every payload of `payloads` exactly once (resending throttled ones
+/// until accepted), in order, from `config.concurrency` connections; for
+/// loading a dataset. `config.limit` is ignored.
+pub async fn replay(
+    config: &SendConfig,
+    payloads: impl Iterator<Item = anyhow::Result<Payload>> + Send + 'static,
+) -> anyhow::Result<SendReport> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Payload>(4 * config.concurrency.max(1));
+    let protocol = config.protocol;
+    let reader = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        for p in payloads {
+            let p = match protocol {
+                Protocol::Grpc => grpc_frame(p?),
+                Protocol::Http => p?,
+            };
+            if tx.blocking_send(p).is_err() {
+                break;
+            }
+        }
+        Ok(())
+    });
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    let cpu_before = config
+        .server_pid
+        .and_then(|p| procstat::cpu_seconds(p).ok());
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..config.concurrency.max(1) {
+        let mut transport = Transport::connect(config, true).await?;
+        let rx = rx.clone();
+        workers.push(tokio::spawn(async move {
+            let mut stats = Stats::new();
+            loop {
+                let Some(payload) = rx.lock().await.recv().await else {
+                    break;
+                };
+                loop {
+                    let t = Instant::now();
+                    match transport.send(payload.body.clone()).await {
+                        Outcome::Acked => {
+                            stats
+                                .latency_us
+                                .saturating_record(t.elapsed().as_micros() as u64);
+                            stats.records += payload.records as u64;
+                            break;
+                        }
+                        Outcome::Throttled(wait) => {
+                            stats.throttled += 1;
+                            tokio::time::sleep(wait.min(Duration::from_secs(1))).await;
+                        }
+                        Outcome::Failed(error) => {
+                            stats.errors += 1;
+                            eprintln!("a batch failed and is not stored: {error}");
+                            break;
+                        }
+                    }
+                }
+            }
+            stats
+        }));
+    }
+    let mut total = Stats::new();
+    for w in workers {
+        total.merge(&w.await?);
+    }
+    reader.await??;
+    let seconds = started.elapsed().as_secs_f64();
+    let cpu_after = config
+        .server_pid
+        .and_then(|p| procstat::cpu_seconds(p).ok());
+    Ok(SendReport {
+        records: total.records,
+        batches: total.latency_us.len(),
+        seconds,
+        latency_us: total.latency_us,
+        throttled: total.throttled,
+        errors: total.errors,
+        server_cpu_seconds: cpu_before.zip(cpu_after).map(|(a, b)| b - a),
+        server_peak_rss_mb: config
+            .server_pid
+            .and_then(|p| procstat::peak_rss_mb(p).ok()),
+    })
+}
+
 /// Sends `payloads` round-robin until `config.limit` is reached and reports the results.
 pub async fn run(config: &SendConfig, payloads: Vec<Payload>) -> anyhow::Result<SendReport> {
     anyhow::ensure!(!payloads.is_empty(), "no payloads");
