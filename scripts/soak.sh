@@ -41,7 +41,7 @@ PEAK=0
 for _ in $(seq $((SECS / 5))); do
   sleep 5
   RSS=$(awk '/VmRSS/ {printf "%d", $2 * 1024}' "/proc/$PID/status")
-  [ "$RSS" -gt "$PEAK" ] && PEAK=$RSS
+  if [ "$RSS" -gt "$PEAK" ]; then PEAK=$RSS; fi
 done
 sleep 3
 METRICS=$(curl -s "http://$API/metrics")
