@@ -37,15 +37,16 @@ SECS=$((MINUTES * 60))
   done
   echo "{\"queries\": $n, \"failed_queries\": $failed}" >"$DATA.queries.json"
 ) &
+QUERIES=$!
 PEAK=0
 for _ in $(seq $((SECS / 5))); do
   sleep 5
-  RSS=$(awk '/VmRSS/ {printf "%d", $2 * 1024}' "/proc/$PID/status")
+  RSS=$(awk '/VmRSS/ {print $2}' "/proc/$PID/status")  # KiB
   if [ "$RSS" -gt "$PEAK" ]; then PEAK=$RSS; fi
 done
-sleep 3
+wait "$QUERIES"
 METRICS=$(curl -s "http://$API/metrics")
-BUDGET=$(grep -o 'write_buffer_mib=[0-9]* query_memory_mib=[0-9]*' "$DATA.log" | head -1)
+BUDGET=$(sed 's/\x1b\[[0-9;]*m//g' "$DATA.log" | grep -o 'write_buffer_mib=[0-9]* query_memory_mib=[0-9]*' | head -1 || true)
 python3 - "$PEAK" "$DATA" "$METRICS" "$BUDGET" <<'PY'
 import json, sys
 peak, data, metrics, budget = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
@@ -53,5 +54,5 @@ budget = {k: int(v) for k, v in (kv.split("=") for kv in budget.split())}
 acc = sum(float(l.split()[-1]) for l in metrics.splitlines() if l.startswith("otelhouse_records_accepted_total"))
 merges = [l.split()[-1] for l in metrics.splitlines() if l.startswith("otelhouse_merges_total")]
 q = json.load(open(data + ".queries.json"))
-print(json.dumps({**budget, "peak_rss_mib": round(peak / 2**20), "records_accepted": int(acc), "merges": merges, **q}))
+print(json.dumps({**budget, "peak_rss_mib": round(peak / 1024), "records_accepted": int(acc), "merges": merges, **q}))
 PY

@@ -8,10 +8,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
+use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
+use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use otelhouse_schema::Table;
 
@@ -35,6 +37,12 @@ pub fn session(data_dir: &Path) -> anyhow::Result<SessionContext> {
             .filter(|p| p.table == table.name())
             .map(|p| ListingTableUrl::parse(parts_dir.join(p.relative_path()).to_string_lossy()))
             .collect::<Result<Vec<_>, _>>()?;
+        if urls.is_empty() {
+            // No parts yet: an empty table of the right shape.
+            let empty = MemTable::try_new(table.schema(), vec![vec![]])?;
+            ctx.register_table(table.name(), Arc::new(empty))?;
+            continue;
+        }
         let options =
             ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
         let config = ListingTableConfig::new_with_multi_paths(urls)
@@ -43,6 +51,15 @@ pub fn session(data_dir: &Path) -> anyhow::Result<SessionContext> {
         ctx.register_table(table.name(), Arc::new(ListingTable::try_new(config)?))?;
     }
     Ok(ctx)
+}
+
+/// Queries only: no DDL (CREATE, DROP), no DML (INSERT, COPY TO), no
+/// statements (SET).
+fn read_only() -> SQLOptions {
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
 }
 
 /// Runs `sql` `repeat` times (at least once); returns the last result and
@@ -56,8 +73,35 @@ pub async fn run(
     let mut last = Vec::new();
     for _ in 0..repeat.max(1) {
         let t = Instant::now();
-        last = ctx.sql(sql).await?.collect().await?;
+        last = ctx
+            .sql_with_options(sql, read_only())
+            .await?
+            .collect()
+            .await?;
         times.push(t.elapsed());
     }
     Ok((last, times))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn only_queries_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = session(dir.path()).unwrap();
+        let (rows, _) = run(&ctx, "SELECT count(*) AS n FROM otel_logs", 1)
+            .await
+            .unwrap();
+        assert_eq!(rows[0].num_rows(), 1);
+        for sql in [
+            "CREATE TABLE t (a INT)",
+            "INSERT INTO otel_logs SELECT * FROM otel_logs",
+            "COPY (SELECT 1) TO '/tmp/otelhouse-sql-test.parquet'",
+            "SET datafusion.execution.batch_size = 1",
+        ] {
+            assert!(run(&ctx, sql, 1).await.is_err(), "{sql} must be refused");
+        }
+    }
 }
