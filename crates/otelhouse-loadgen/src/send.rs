@@ -113,26 +113,9 @@ pub async fn replay(
                 let Some(payload) = rx.lock().await.recv().await else {
                     break;
                 };
-                loop {
-                    let t = Instant::now();
-                    match transport.send(payload.body.clone()).await {
-                        Outcome::Acked => {
-                            stats
-                                .latency_us
-                                .saturating_record(t.elapsed().as_micros() as u64);
-                            stats.records += payload.records as u64;
-                            break;
-                        }
-                        Outcome::Throttled(wait) => {
-                            stats.throttled += 1;
-                            tokio::time::sleep(wait.min(Duration::from_secs(1))).await;
-                        }
-                        Outcome::Failed(error) => {
-                            stats.errors += 1;
-                            eprintln!("a batch failed and is not stored: {error}");
-                            break;
-                        }
-                    }
+                let retry = |wait: Duration| Some(wait.min(Duration::from_secs(1)));
+                if let Err(error) = deliver(&mut transport, &payload, &mut stats, retry).await {
+                    eprintln!("a batch failed and is not stored: {error}");
                 }
             }
             stats
@@ -305,32 +288,45 @@ async fn worker(
         if !shared.claim(payload.records) {
             break;
         }
-        loop {
-            let started = Instant::now();
-            match transport.send(payload.body.clone()).await {
-                Outcome::Acked => {
-                    stats
-                        .latency_us
-                        .saturating_record(started.elapsed().as_micros() as u64);
-                    stats.records += payload.records as u64;
-                    break;
-                }
-                Outcome::Throttled(wait) => {
-                    stats.throttled += 1;
-                    if shared.expired() {
-                        break;
-                    }
-                    tokio::time::sleep(shared.capped(wait)).await;
-                }
-                Outcome::Failed(error) => {
-                    stats.errors += 1;
-                    shared.report_error(&error);
-                    break;
-                }
-            }
+        let retry = |wait| (!shared.expired()).then(|| shared.capped(wait));
+        if let Err(error) = deliver(&mut transport, payload, &mut stats, retry).await {
+            shared.report_error(&error);
         }
     }
     stats
+}
+
+/// Sends one batch, resending it while the server throttles and `retry`
+/// gives a wait (None: give up); counts the outcome in `stats`.
+async fn deliver(
+    transport: &mut Transport,
+    payload: &Payload,
+    stats: &mut Stats,
+    retry: impl Fn(Duration) -> Option<Duration>,
+) -> Result<(), String> {
+    loop {
+        let started = Instant::now();
+        match transport.send(payload.body.clone()).await {
+            Outcome::Acked => {
+                stats
+                    .latency_us
+                    .saturating_record(started.elapsed().as_micros() as u64);
+                stats.records += payload.records as u64;
+                return Ok(());
+            }
+            Outcome::Throttled(wait) => {
+                stats.throttled += 1;
+                match retry(wait) {
+                    Some(wait) => tokio::time::sleep(wait).await,
+                    None => return Ok(()),
+                }
+            }
+            Outcome::Failed(error) => {
+                stats.errors += 1;
+                return Err(error);
+            }
+        }
+    }
 }
 
 enum Outcome {
