@@ -329,7 +329,7 @@ impl EmbeddedStore {
     pub fn flush(&self, force: bool) -> anyhow::Result<u64> {
         let _one_at_a_time = self.inner.flush_lock.lock();
         for table in Table::ALL {
-            let batches = {
+            let (batches, bytes) = {
                 let mut state = self.inner.state.lock();
                 let ts = &mut state.tables[table as usize];
                 let due = ts.tail_rows >= self.inner.opts.flush_rows
@@ -344,8 +344,12 @@ impl EmbeddedStore {
                 let bytes = std::mem::take(&mut ts.tail_bytes);
                 ts.tail_rows = 0;
                 ts.tail_since = None;
-                state.tail_bytes -= bytes;
-                state.tables[table as usize].flushing.clone()
+                // The rows stay in memory until their part is committed, and
+                // clustering copies them once more: both count against the
+                // write buffer until then, so ingestion waits instead of
+                // growing memory past it.
+                state.tail_bytes += bytes;
+                (state.tables[table as usize].flushing.clone(), bytes)
             };
             let max_seq = batches.last().map(|(s, _)| *s).unwrap_or(0);
             let written = self.write_parts(table, &batches).and_then(|parts| {
@@ -367,17 +371,17 @@ impl EmbeddedStore {
                     ts.flushed_seq = max_seq;
                     ts.parts.extend(parts);
                     ts.flushing.clear();
+                    state.tail_bytes -= 2 * bytes;
                 }
                 Err(e) => {
                     // Put the rows back in front of the tail; the WAL still has them.
-                    let bytes: usize = batches.iter().map(|(_, b)| b.get_array_memory_size()).sum();
                     let mut tail = std::mem::take(&mut ts.flushing);
                     ts.tail_rows += tail.iter().map(|(_, b)| b.num_rows()).sum::<usize>();
                     tail.append(&mut ts.tail);
                     ts.tail = tail;
                     ts.tail_bytes += bytes;
                     ts.tail_since.get_or_insert_with(Instant::now);
-                    state.tail_bytes += bytes;
+                    state.tail_bytes -= bytes;
                     return Err(e.context(format!("flushing {}", table.name())));
                 }
             }
@@ -1015,6 +1019,11 @@ mod tests {
         applier.apply(1, request(&["a", "b"]).to_batches());
         applier.apply(2, request(&["c"]).to_batches());
         assert_eq!(store.flush(true).unwrap(), 2, "everything is in parts");
+        assert_eq!(
+            store.tail_bytes(),
+            0,
+            "flushed rows no longer count against the buffer"
+        );
         applier.apply(3, request(&["d"]).to_batches());
         assert_eq!(store.flush(false).unwrap(), 2, "seq 3 is only in memory");
         assert_eq!(count(&store).await, 4, "part rows and tail rows, once each");
