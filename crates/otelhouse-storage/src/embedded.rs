@@ -13,7 +13,7 @@
 //! - Queries snapshot parts + flushing batches + tail under one lock, so a
 //!   row is seen exactly once while it moves from tail to part.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -430,22 +430,24 @@ impl EmbeddedStore {
                 min_time: rows.min_time,
                 max_time: rows.max_time,
             };
-            let part = self.write_part(meta, [&rows.batch]).inspect_err(|_| {
-                for p in &parts {
-                    let p: &Arc<LivePart> = p;
-                    p.obsolete.store(true, Ordering::Release);
-                }
-            })?;
+            let part = self
+                .write_part(meta, std::iter::once(Ok(rows.batch)))
+                .inspect_err(|_| {
+                    for p in &parts {
+                        let p: &Arc<LivePart> = p;
+                        p.obsolete.store(true, Ordering::Release);
+                    }
+                })?;
             parts.push(part);
         }
         Ok(parts)
     }
 
     /// Writes one part file durably: the file and its directory are fsync'd.
-    fn write_part<'a>(
+    fn write_part(
         &self,
         mut meta: PartMeta,
-        batches: impl IntoIterator<Item = &'a RecordBatch>,
+        batches: impl Iterator<Item = anyhow::Result<RecordBatch>>,
     ) -> anyhow::Result<Arc<LivePart>> {
         let path = self.inner.dir.join(meta.relative_path());
         let pdir = path.parent().expect("parts live in a partition directory");
@@ -458,7 +460,11 @@ impl EmbeddedStore {
         }
         let table = meta.table().expect("our own table name");
         let mut file = fs::File::create(&path)?;
-        let written = part::write(&mut file, table, batches)?;
+        let mut writer = part::Writer::new(&mut file, table)?;
+        for batch in batches {
+            writer.write(&batch?)?;
+        }
+        let written = writer.finish()?;
         file.sync_all()?;
         meta.bytes = file.metadata()?.len();
         meta.rows = written.rows;
@@ -479,22 +485,22 @@ impl EmbeddedStore {
         policy: &RetentionPolicy,
         max_disk: Option<u64>,
     ) -> anyhow::Result<usize> {
-        let drops = {
+        // Which parts go, and which (table, hour) partitions that makes.
+        let (ids, partitions) = {
             let manifest = self.inner.manifest.lock();
             let parts: Vec<&PartMeta> = manifest.parts.iter().collect();
-            retention::to_drop(&parts, now, policy, max_disk)
+            let drops: HashMap<u64, retention::Drop> =
+                retention::to_drop(&parts, now, policy, max_disk)
+                    .into_iter()
+                    .collect();
+            let partitions: BTreeMap<(String, i64), retention::Drop> = parts
+                .iter()
+                .filter_map(|p| Some(((p.table.clone(), p.partition), *drops.get(&p.id)?)))
+                .collect();
+            (drops.into_keys().collect::<HashSet<u64>>(), partitions)
         };
-        if drops.is_empty() {
+        if ids.is_empty() {
             return Ok(0);
-        }
-        let ids: HashSet<u64> = drops.iter().map(|(id, _)| *id).collect();
-        let mut partitions: BTreeMap<(String, i64), retention::Drop> = BTreeMap::new();
-        {
-            let manifest = self.inner.manifest.lock();
-            for p in manifest.parts.iter().filter(|p| ids.contains(&p.id)) {
-                let why = drops.iter().find(|(id, _)| *id == p.id).expect("listed").1;
-                partitions.insert((p.table.clone(), p.partition), why);
-            }
         }
         self.commit(|m| m.parts.retain(|p| !ids.contains(&p.id)))?;
         self.remove_parts(&ids);
@@ -583,21 +589,16 @@ impl EmbeddedStore {
                     merged.meta.rows
                 );
             }
+            let mut swapped = false;
             let committed = self.commit(|m| {
                 // Retention may have dropped an input meanwhile: then do nothing.
                 if ids.iter().all(|id| m.parts.iter().any(|p| p.id == *id)) {
                     m.parts.retain(|p| !ids.contains(&p.id));
                     m.parts.push(merged.meta.clone());
+                    swapped = true;
                 }
             });
-            let still_there = self
-                .inner
-                .manifest
-                .lock()
-                .parts
-                .iter()
-                .any(|p| p.id == merged.meta.id);
-            if committed.is_err() || !still_there {
+            if committed.is_err() || !swapped {
                 merged.obsolete.store(true, Ordering::Release);
                 committed?;
                 return Ok(true);
@@ -644,33 +645,7 @@ impl EmbeddedStore {
             runtime,
             stream: batches,
         };
-        self.write_part_stream(meta, stream)
-    }
-
-    /// [`Self::write_part`] for a stream of batches.
-    fn write_part_stream(
-        &self,
-        mut meta: PartMeta,
-        batches: impl Iterator<Item = anyhow::Result<RecordBatch>>,
-    ) -> anyhow::Result<Arc<LivePart>> {
-        let path = self.inner.dir.join(meta.relative_path());
-        let table = meta.table().expect("our own table name");
-        let mut file = fs::File::create(&path)?;
-        let mut writer = part::Writer::new(&mut file, table)?;
-        for batch in batches {
-            writer.write(&batch?)?;
-        }
-        let written = writer.finish()?;
-        file.sync_all()?;
-        meta.bytes = file.metadata()?.len();
-        meta.rows = written.rows;
-        meta.raw_bytes = written.raw_bytes;
-        manifest::sync_dir(path.parent().expect("in a partition directory"))?;
-        Ok(Arc::new(LivePart {
-            meta,
-            path,
-            obsolete: AtomicBool::new(false),
-        }))
+        self.write_part(meta, stream)
     }
 
     /// Highest seq such that every entry up to it is in a part.

@@ -111,14 +111,20 @@ impl Manifest {
 
     /// Replaces `dir/MANIFEST.json` atomically and durably.
     pub fn commit(&self, dir: &Path) -> anyhow::Result<()> {
-        let tmp = dir.join(format!("{FILE}.tmp"));
-        let mut file = fs::File::create(&tmp)?;
-        file.write_all(&serde_json::to_vec(self)?)?;
-        file.sync_all()?;
-        fs::rename(&tmp, dir.join(FILE))?;
-        sync_dir(dir)?;
-        Ok(())
+        replace_file(dir, FILE, &serde_json::to_vec(self)?)
     }
+}
+
+/// Replaces `dir/name` with `bytes` atomically and durably: write a
+/// temporary file, fsync it, rename it over, fsync the directory.
+pub fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut file = fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    fs::rename(&tmp, dir.join(name))?;
+    sync_dir(dir)?;
+    Ok(())
 }
 
 pub fn sync_dir(dir: &Path) -> std::io::Result<()> {

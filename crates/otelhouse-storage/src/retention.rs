@@ -71,12 +71,7 @@ pub fn save_override(data_dir: &Path, signal: Signal, d: Duration) -> anyhow::Re
         .into_iter()
         .map(|(s, d)| (s.as_str(), humantime::format_duration(d).to_string()))
         .collect();
-    let tmp = data_dir.join(format!("{FILE}.tmp"));
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&raw)?)?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, data_dir.join(FILE))?;
-    manifest::sync_dir(data_dir)?;
-    Ok(())
+    manifest::replace_file(data_dir, FILE, &serde_json::to_vec_pretty(&raw)?)
 }
 
 /// Parses a retention such as `7d`, `36h`, `2w`; at least an hour.
