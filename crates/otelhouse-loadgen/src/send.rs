@@ -126,22 +126,7 @@ pub async fn replay(
         total.merge(&w.await?);
     }
     reader.await??;
-    let seconds = started.elapsed().as_secs_f64();
-    let cpu_after = config
-        .server_pid
-        .and_then(|p| procstat::cpu_seconds(p).ok());
-    Ok(SendReport {
-        records: total.records,
-        batches: total.latency_us.len(),
-        seconds,
-        latency_us: total.latency_us,
-        throttled: total.throttled,
-        errors: total.errors,
-        server_cpu_seconds: cpu_before.zip(cpu_after).map(|(a, b)| b - a),
-        server_peak_rss_mb: config
-            .server_pid
-            .and_then(|p| procstat::peak_rss_mb(p).ok()),
-    })
+    Ok(report(config, total, started, cpu_before))
 }
 
 /// Sends `payloads` round-robin until `config.limit` is reached and reports the results.
@@ -175,6 +160,17 @@ pub async fn run(config: &SendConfig, payloads: Vec<Payload>) -> anyhow::Result<
     for task in tasks {
         total.merge(&task.await?);
     }
+    Ok(report(config, total, start, cpu_before))
+}
+
+/// The report of a finished run that started at `start`, with the server's
+/// CPU time since `cpu_before` and its peak RSS.
+fn report(
+    config: &SendConfig,
+    total: Stats,
+    start: Instant,
+    cpu_before: Option<f64>,
+) -> SendReport {
     let seconds = start.elapsed().as_secs_f64();
     // The server may have gone away meanwhile: keep the report, without its numbers.
     let after = |read: fn(u32) -> std::io::Result<f64>| {
@@ -185,8 +181,7 @@ pub async fn run(config: &SendConfig, payloads: Vec<Payload>) -> anyhow::Result<
     };
     let (cpu_after, server_peak_rss_mb) =
         (after(procstat::cpu_seconds), after(procstat::peak_rss_mb));
-
-    Ok(SendReport {
+    SendReport {
         records: total.records,
         batches: total.latency_us.len(),
         seconds,
@@ -197,7 +192,7 @@ pub async fn run(config: &SendConfig, payloads: Vec<Payload>) -> anyhow::Result<
             .zip(cpu_before)
             .map(|(after, before)| after - before),
         server_peak_rss_mb,
-    })
+    }
 }
 
 /// State shared by the workers: the stop condition and the error budget for printing.
