@@ -87,7 +87,7 @@ pub struct Ingest {
     inflight: tokio::sync::Semaphore,
 }
 
-fn now_nanos() -> u64 {
+pub(crate) fn now_nanos() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)

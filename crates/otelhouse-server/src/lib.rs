@@ -355,12 +355,6 @@ fn apply_retention_overrides(
     Ok(())
 }
 
-fn unix_nanos_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
-}
-
 /// Every few seconds: picks up retention changes, drops expired (or
 /// over-budget) partitions, and merges small parts.
 async fn maintenance_loop(
@@ -379,11 +373,11 @@ async fn maintenance_loop(
         }
         let (store, retention) = (store.clone(), retention.clone());
         let work = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-            store.enforce_retention(unix_nanos_now(), &retention, max_disk)?;
+            store.enforce_retention(ingest::now_nanos() as i64, &retention, max_disk)?;
             // A bounded number of merges per round, so retention is not
             // starved behind a long merge backlog.
             for _ in 0..16 {
-                if !store.compact_once(unix_nanos_now())? {
+                if !store.compact_once(ingest::now_nanos() as i64)? {
                     break;
                 }
             }
