@@ -30,8 +30,8 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Initialise a data directory without starting a server; prints the credentials once.
     Init {
-        #[arg(long, env = "OTELHOUSE_DATA_DIR", default_value = "./otelhouse-data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        dir: DataDir,
         /// Print the credentials as one JSON object.
         #[arg(long)]
         json: bool,
@@ -46,8 +46,8 @@ enum Command {
     /// directory; tables have ClickStack's names (otel_logs, otel_traces, ...).
     /// Rows still in a running server's memory are not included.
     Sql {
-        #[arg(long, env = "OTELHOUSE_DATA_DIR", default_value = "./otelhouse-data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        dir: DataDir,
         /// Run the query this many times and print the timings to stderr as JSON.
         #[arg(long, default_value_t = 1)]
         repeat: usize,
@@ -55,8 +55,8 @@ enum Command {
     },
     /// Rows, parts and bytes on disk per signal and hour partition (reads the data directory).
     Stats {
-        #[arg(long, env = "OTELHOUSE_DATA_DIR", default_value = "./otelhouse-data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        dir: DataDir,
         /// One JSON object instead of a table.
         #[arg(long)]
         json: bool,
@@ -66,8 +66,9 @@ enum Command {
     },
 }
 
+/// `--data-dir`, shared by every command that works on a data directory.
 #[derive(Args)]
-struct RetentionArgs {
+struct DataDir {
     #[arg(
         long,
         env = "OTELHOUSE_DATA_DIR",
@@ -75,6 +76,12 @@ struct RetentionArgs {
         global = true
     )]
     data_dir: PathBuf,
+}
+
+#[derive(Args)]
+struct RetentionArgs {
+    #[command(flatten)]
+    dir: DataDir,
     #[command(subcommand)]
     action: RetentionAction,
 }
@@ -200,13 +207,8 @@ impl ServeArgs {
 
 #[derive(Args)]
 struct SecretArgs {
-    #[arg(
-        long,
-        env = "OTELHOUSE_DATA_DIR",
-        default_value = "./otelhouse-data",
-        global = true
-    )]
-    data_dir: PathBuf,
+    #[command(flatten)]
+    dir: DataDir,
     #[command(subcommand)]
     action: SecretAction,
 }
@@ -237,7 +239,7 @@ async fn open_initialised(dir: &Path) -> anyhow::Result<Credentials> {
 }
 
 async fn manage(kind: SecretKind, args: SecretArgs) -> anyhow::Result<()> {
-    let creds = open_initialised(&args.data_dir).await?;
+    let creds = open_initialised(&args.dir.data_dir).await?;
     match args.action {
         SecretAction::Create { name } => {
             let (id, secret) = creds.create(kind, &name).await?;
@@ -287,10 +289,10 @@ async fn run_sql(data_dir: &Path, sql: &str, repeat: usize) -> anyhow::Result<()
 
 fn retention(args: RetentionArgs) -> anyhow::Result<()> {
     use otelhouse_storage::retention;
-    if !args.data_dir.join("otelhouse.db").exists() {
+    if !args.dir.data_dir.join("otelhouse.db").exists() {
         anyhow::bail!(
             "{} is not an otelhouse data directory (run `otelhouse init` or `otelhouse serve` first)",
-            args.data_dir.display()
+            args.dir.data_dir.display()
         );
     }
     match args.action {
@@ -299,7 +301,7 @@ fn retention(args: RetentionArgs) -> anyhow::Result<()> {
                 anyhow::anyhow!("unknown signal `{signal}`: use logs, traces or metrics")
             })?;
             let d = retention::parse(&duration)?;
-            retention::save_override(&args.data_dir, s, d)?;
+            retention::save_override(&args.dir.data_dir, s, d)?;
             println!(
                 "{} are kept {}; a running server applies this within 5 seconds and drops older hours",
                 s.as_str(),
@@ -307,7 +309,7 @@ fn retention(args: RetentionArgs) -> anyhow::Result<()> {
             );
         }
         RetentionAction::Show => {
-            let set = retention::load_overrides(&args.data_dir)?;
+            let set = retention::load_overrides(&args.dir.data_dir)?;
             for s in Signal::ALL {
                 match set.get(&s) {
                     Some(d) => println!("{:<8} {}", s.as_str(), humantime::format_duration(*d)),
@@ -400,8 +402,8 @@ fn main() -> anyhow::Result<()> {
             Command::Serve(args) => {
                 otelhouse_server::serve(args.into_config()?, shutdown_signal()).await
             }
-            Command::Init { data_dir, json } => {
-                let creds = Credentials::open(&data_dir).await?;
+            Command::Init { dir, json } => {
+                let creds = Credentials::open(&dir.data_dir).await?;
                 let initial = creds.initialise().await?;
                 creds.close().await;
                 if json {
@@ -414,16 +416,12 @@ fn main() -> anyhow::Result<()> {
             Command::Keys(args) => manage(SecretKind::IngestionKey, args).await,
             Command::Tokens(args) => manage(SecretKind::ApiToken, args).await,
             Command::Retention(args) => retention(args),
-            Command::Sql {
-                data_dir,
-                repeat,
-                sql,
-            } => run_sql(&data_dir, &sql, repeat).await,
+            Command::Sql { dir, repeat, sql } => run_sql(&dir.data_dir, &sql, repeat).await,
             Command::Stats {
-                data_dir,
+                dir,
                 json,
                 partitions,
-            } => stats(&data_dir, json, partitions),
+            } => stats(&dir.data_dir, json, partitions),
         }
     })
 }
