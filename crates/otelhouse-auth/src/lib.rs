@@ -8,6 +8,8 @@
 //! the database every second, so a revoked key stops working within a
 //! second, without a restart.
 
+pub mod session_secret;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,8 +82,63 @@ pub enum AuthError {
     NotFound(SecretKind, String),
     #[error("credential store: {0}")]
     Db(#[from] sqlx::Error),
+    #[error("no user {0}")]
+    NoUser(String),
+    #[error("password refused: {0}")]
+    WeakPassword(String),
     #[error("password hashing: {0}")]
     Hash(String),
+}
+
+/// Default and most common passwords (vendor defaults, top of breach
+/// lists): an admin with one of these is refused on a public interface.
+const KNOWN_WEAK_PASSWORDS: &[&str] = &[
+    "",
+    "admin",
+    "password",
+    "changeme",
+    "otelhouse",
+    "hyperdx",
+    "123456",
+    "12345678",
+    "qwerty",
+    "letmein",
+    "admin123",
+    "password1",
+];
+
+/// The password policy (APP-1): at least 12 characters, not a known weak
+/// password, not the email or its local part.
+pub fn password_policy(email: &str, password: &str) -> Result<(), String> {
+    let lower = password.to_lowercase();
+    if password.chars().count() < 12 {
+        return Err("a password needs at least 12 characters".into());
+    }
+    if KNOWN_WEAK_PASSWORDS.contains(&lower.as_str()) {
+        return Err("that password is on the list of common passwords".into());
+    }
+    let local = email.split('@').next().unwrap_or_default().to_lowercase();
+    if lower == email.to_lowercase() || (!local.is_empty() && lower.contains(&local)) {
+        return Err("a password must not contain the account's name".into());
+    }
+    if password
+        .chars()
+        .collect::<std::collections::HashSet<_>>()
+        .len()
+        < 6
+    {
+        return Err("a password needs more variety (at least 6 different characters)".into());
+    }
+    Ok(())
+}
+
+fn hash_password(password: &str) -> Result<String, AuthError> {
+    let salt = SaltString::encode_b64(&random_bytes::<16>())
+        .map_err(|e| AuthError::Hash(e.to_string()))?;
+    Ok(Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map_err(|e| AuthError::Hash(e.to_string()))?
+        .to_string())
 }
 
 fn random_bytes<const N: usize>() -> [u8; N] {
@@ -162,16 +219,12 @@ impl Credentials {
             return Err(AuthError::AlreadyInitialised(self.dir.clone()));
         }
         let admin_password = b64(&random_bytes::<18>());
-        let salt = SaltString::encode_b64(&random_bytes::<16>())
-            .map_err(|e| AuthError::Hash(e.to_string()))?;
-        let hash = Argon2::default()
-            .hash_password(admin_password.as_bytes(), &salt)
-            .map_err(|e| AuthError::Hash(e.to_string()))?;
+        let hash = hash_password(&admin_password)?;
         sqlx::query(
             "INSERT INTO users (email, password_hash, role, created_at) VALUES (?, ?, 'admin', ?)",
         )
         .bind(ADMIN_EMAIL)
-        .bind(hash.to_string())
+        .bind(hash)
         .bind(now())
         .execute(&mut *tx)
         .await?;
@@ -179,6 +232,8 @@ impl Credentials {
             insert_secret(&mut tx, SecretKind::IngestionKey, "default").await?;
         let (_, api_token) = insert_secret(&mut tx, SecretKind::ApiToken, "default").await?;
         tx.commit().await?;
+        session_secret::ensure_generated(&self.dir)
+            .map_err(|e| AuthError::Db(sqlx::Error::Io(e)))?;
         Ok(InitialCredentials {
             admin_email: ADMIN_EMAIL.into(),
             admin_password,
@@ -258,6 +313,61 @@ impl Credentials {
         Ok(Argon2::default()
             .verify_password(password.as_bytes(), &parsed)
             .is_ok())
+    }
+
+    /// Sets a user's password after checking it against the policy.
+    pub async fn set_password(&self, email: &str, password: &str) -> Result<(), AuthError> {
+        password_policy(email, password).map_err(AuthError::WeakPassword)?;
+        self.set_password_unchecked(email, password).await
+    }
+
+    /// Sets a password without the policy check: for tests that need a
+    /// weak password on record (as an older release might have left one).
+    #[doc(hidden)]
+    pub async fn set_password_unchecked(
+        &self,
+        email: &str,
+        password: &str,
+    ) -> Result<(), AuthError> {
+        let hash = hash_password(password)?;
+        let done = sqlx::query("UPDATE users SET password_hash = ? WHERE email = ?")
+            .bind(hash)
+            .bind(email)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(AuthError::NoUser(email.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Admins whose password is a known default or derived from their
+    /// email (checked by hashing each candidate: the stored hashes cannot
+    /// be read back).
+    pub async fn admins_with_weak_passwords(&self) -> Result<Vec<String>, AuthError> {
+        let rows = sqlx::query("SELECT email, password_hash FROM users WHERE role = 'admin'")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut weak = Vec::new();
+        for row in rows {
+            let (email, stored): (String, String) = (row.get(0), row.get(1));
+            let parsed = PasswordHash::new(&stored).map_err(|e| AuthError::Hash(e.to_string()))?;
+            let local = email.split('@').next().unwrap_or_default().to_string();
+            let candidates = KNOWN_WEAK_PASSWORDS
+                .iter()
+                .map(|s| s.to_string())
+                .chain([email.clone(), local]);
+            for c in candidates {
+                if Argon2::default()
+                    .verify_password(c.as_bytes(), &parsed)
+                    .is_ok()
+                {
+                    weak.push(email.clone());
+                    break;
+                }
+            }
+        }
+        Ok(weak)
     }
 
     pub async fn close(&self) {
@@ -379,6 +489,51 @@ pub fn secret_from_header(value: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn password_policy_and_weak_admins() {
+        let dir = tempfile::tempdir().unwrap();
+        let creds = Credentials::open(dir.path()).await.unwrap();
+        creds.initialise().await.unwrap();
+        assert!(dir.path().join(session_secret::FILE_NAME).exists());
+        assert!(creds.admins_with_weak_passwords().await.unwrap().is_empty());
+        for weak in ["short", "password1", "admin-is-me-123", "aaaaaaaaaaaaaaaa"] {
+            let e = creds.set_password(ADMIN_EMAIL, weak).await.unwrap_err();
+            assert!(matches!(e, AuthError::WeakPassword(_)), "{weak}: {e}");
+        }
+        creds
+            .set_password(ADMIN_EMAIL, "vivid-otter-42-harbour")
+            .await
+            .unwrap();
+        assert!(
+            creds
+                .verify_password(ADMIN_EMAIL, "vivid-otter-42-harbour")
+                .await
+                .unwrap()
+        );
+        assert!(matches!(
+            creds
+                .set_password("nobody@x", "vivid-otter-42-harbour")
+                .await,
+            Err(AuthError::NoUser(_))
+        ));
+        creds
+            .set_password_unchecked(ADMIN_EMAIL, "changeme")
+            .await
+            .unwrap();
+        assert_eq!(
+            creds.admins_with_weak_passwords().await.unwrap(),
+            vec![ADMIN_EMAIL]
+        );
+        creds
+            .set_password_unchecked(ADMIN_EMAIL, "admin")
+            .await
+            .unwrap();
+        assert_eq!(
+            creds.admins_with_weak_passwords().await.unwrap(),
+            vec![ADMIN_EMAIL]
+        );
+    }
 
     #[tokio::test]
     async fn init_create_check_revoke() {
