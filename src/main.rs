@@ -1,4 +1,7 @@
-//! The `otelhouse` command line: `serve`, `init`, `keys`, `tokens`.
+//! The `otelhouse` command line: `serve`, `init`, `keys`, `tokens`, `users`,
+//! `retention`, `sql`, `stats`, `certs`.
+
+mod certs;
 
 use std::path::{Path, PathBuf};
 
@@ -53,6 +56,10 @@ enum Command {
         repeat: usize,
         sql: String,
     },
+    /// Set a user's password (read from stdin, or --password-file).
+    Users(UsersArgs),
+    /// Certificates: your own CA, server and client certificates, inspection of any TLS endpoint.
+    Certs(certs::CertsArgs),
     /// Rows, parts and bytes on disk per signal and hour partition (reads the data directory).
     Stats {
         #[command(flatten)]
@@ -76,6 +83,26 @@ struct DataDir {
         global = true
     )]
     data_dir: PathBuf,
+}
+
+#[derive(Args)]
+struct UsersArgs {
+    #[command(flatten)]
+    dir: DataDir,
+    #[command(subcommand)]
+    action: UsersAction,
+}
+
+#[derive(Subcommand)]
+enum UsersAction {
+    /// Set a password (at least 12 characters, not a common one, not containing the account name).
+    SetPassword {
+        #[arg(long, default_value = otelhouse_auth::ADMIN_EMAIL)]
+        email: String,
+        /// Read the password from this file instead of stdin
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -154,6 +181,33 @@ struct ServeArgs {
     /// Memory all running queries share, e.g. 1GiB [default: 1/4 of RAM, at most 2 GiB]
     #[arg(long, env = "OTELHOUSE_MAX_QUERY_MEMORY", value_parser = otelhouse_server::config::parse_bytes)]
     max_query_memory: Option<u64>,
+    /// TLS certificate (PEM, leaf first) for every listener; reloaded when the file changes or on SIGHUP
+    #[arg(long, env = "OTELHOUSE_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) matching --tls-cert
+    #[arg(long, env = "OTELHOUSE_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Require OTLP clients to present a certificate issued by this CA (mTLS)
+    #[arg(long, env = "OTELHOUSE_TLS_CLIENT_CA")]
+    tls_client_ca: Option<PathBuf>,
+    /// Lowest TLS version accepted: 1.2 or 1.3 [default: 1.2]
+    #[arg(long, env = "OTELHOUSE_TLS_MIN")]
+    tls_min: Option<otelhouse_tls::TlsMin>,
+    /// File holding the web app's session secret (default: generated in the data directory)
+    #[arg(long, env = "OTELHOUSE_SESSION_SECRET_FILE")]
+    session_secret_file: Option<PathBuf>,
+    /// Allow plaintext on non-loopback listeners because a TLS proxy terminates in front
+    #[arg(long, env = "OTELHOUSE_ALLOW_PLAINTEXT_BEHIND_PROXY")]
+    allow_plaintext_behind_proxy: bool,
+    /// Allow a public start with a weak or readable session secret
+    #[arg(long, env = "OTELHOUSE_ALLOW_WEAK_SESSION_SECRET")]
+    allow_weak_session_secret: bool,
+    /// Allow a public start while an admin has a default or weak password
+    #[arg(long, env = "OTELHOUSE_ALLOW_WEAK_ADMIN_PASSWORD")]
+    allow_weak_admin_password: bool,
+    /// Print the effective configuration (TOML, secrets redacted) and exit
+    #[arg(long)]
+    print_config: bool,
 }
 
 impl ServeArgs {
@@ -201,6 +255,27 @@ impl ServeArgs {
             &mut c.storage.max_query_memory_bytes,
             self.max_query_memory.map(|b| b as usize),
         );
+        if self.tls_cert.is_some() {
+            c.tls.cert = self.tls_cert;
+        }
+        if self.tls_key.is_some() {
+            c.tls.key = self.tls_key;
+        }
+        if self.tls_client_ca.is_some() {
+            c.tls.client_ca = self.tls_client_ca;
+        }
+        set(&mut c.tls.min, self.tls_min);
+        if self.session_secret_file.is_some() {
+            c.security.session_secret_file = self.session_secret_file;
+        }
+        // The secret itself only ever comes from the environment, never a flag
+        // (flags show up in `ps`).
+        c.security.session_secret = std::env::var("OTELHOUSE_SESSION_SECRET")
+            .ok()
+            .map(otelhouse_server::config::Redacted);
+        c.security.allow_plaintext_behind_proxy |= self.allow_plaintext_behind_proxy;
+        c.security.allow_weak_session_secret |= self.allow_weak_session_secret;
+        c.security.allow_weak_admin_password |= self.allow_weak_admin_password;
         Ok(c)
     }
 }
@@ -373,6 +448,35 @@ fn stats(data_dir: &Path, json: bool, partitions: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn users(args: UsersArgs) -> anyhow::Result<()> {
+    match args.action {
+        UsersAction::SetPassword {
+            email,
+            password_file,
+        } => {
+            let password = match password_file {
+                Some(p) => std::fs::read_to_string(&p)
+                    .with_context(|| format!("reading {}", p.display()))?,
+                None => {
+                    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                        eprintln!("new password for {email} (then Enter):");
+                    }
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line)?;
+                    line
+                }
+            };
+            let password = password.trim_end_matches(['\n', '\r']);
+            let creds = open_initialised(&args.dir.data_dir).await?;
+            let result = creds.set_password(&email, password).await;
+            creds.close().await;
+            result?;
+            println!("password set for {email}");
+            Ok(())
+        }
+    }
+}
+
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
@@ -400,8 +504,16 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async move {
         match cli.command {
             Command::Serve(args) => {
-                otelhouse_server::serve(args.into_config()?, shutdown_signal()).await
+                let print = args.print_config;
+                let config = args.into_config()?;
+                if print {
+                    print!("{}", config.to_toml());
+                    return Ok(());
+                }
+                otelhouse_server::serve(config, shutdown_signal()).await
             }
+            Command::Users(args) => users(args).await,
+            Command::Certs(args) => certs::run(args).await,
             Command::Init { dir, json } => {
                 let creds = Credentials::open(&dir.data_dir).await?;
                 let initial = creds.initialise().await?;

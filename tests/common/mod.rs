@@ -49,6 +49,11 @@ pub struct Server {
 impl Server {
     /// Starts `otelhouse serve` on `dir` (already initialised or not).
     pub fn start(dir: &Path, extra: &[&str]) -> Server {
+        Self::start_with_env(dir, extra, &[])
+    }
+
+    /// Like `start`, with extra environment variables for the server.
+    pub fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let _ = std::fs::remove_file(dir.join("listen.json"));
         std::fs::create_dir_all(dir).unwrap();
         let log = dir.with_extension(format!("log{}", rand::random::<u32>()));
@@ -66,6 +71,7 @@ impl Server {
             .arg(dir)
             .args(extra)
             .env("OTELHOUSE_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::from(
                 std::fs::File::create(log.with_extension("out")).unwrap(),
             ))

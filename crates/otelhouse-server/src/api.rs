@@ -16,6 +16,7 @@ use otelhouse_schema::Signal;
 use otelhouse_storage::{MetricQuery, QueryError, SearchQuery, Storage, TimeRange};
 use serde_json::json;
 
+use crate::security::GateReport;
 use crate::telemetry::Telemetry;
 
 /// Largest `limit` a caller may ask for.
@@ -29,6 +30,11 @@ pub struct ApiState {
     pub storage: Arc<dyn Storage>,
     pub keys: KeyCache,
     pub telemetry: Arc<Telemetry>,
+    pub security: Arc<GateReport>,
+    /// The API listener is on a non-loopback address: /metrics then needs
+    /// an API token too (OPS-3). /healthz and /readyz stay open for load
+    /// balancers; they reveal nothing.
+    pub metrics_need_token: bool,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -37,13 +43,25 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/traces/{trace_id}", get(trace))
         .route("/api/v1/metrics", get(metric_points))
         .route("/api/v1/stats", get(stats))
+        .route("/api/v1/security", get(security))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    let metrics = Router::new().route("/metrics", get(prometheus));
+    let metrics = if state.metrics_need_token {
+        metrics.route_layer(middleware::from_fn_with_state(state.clone(), require_token))
+    } else {
+        metrics
+    };
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(|| async { "ready\n" }))
-        .route("/metrics", get(prometheus))
+        .merge(metrics)
         .merge(api)
         .with_state(state)
+}
+
+/// The startup gate's checks and any overrides in effect.
+async fn security(State(state): State<ApiState>) -> Json<GateReport> {
+    Json((*state.security).clone())
 }
 
 async fn prometheus(State(state): State<ApiState>) -> Response {

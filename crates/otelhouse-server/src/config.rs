@@ -18,6 +18,60 @@ pub struct ServeConfig {
     pub retention: Retention,
     pub limits: Limits,
     pub storage: StorageConfig,
+    pub tls: TlsConfig,
+    pub security: SecurityConfig,
+}
+
+/// TLS on every listener: with a certificate and key set, the OTLP gRPC,
+/// OTLP HTTP and API listeners all speak TLS only.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate (leaf first, then any intermediates).
+    pub cert: Option<PathBuf>,
+    /// PEM private key (unencrypted: the server starts unattended).
+    pub key: Option<PathBuf>,
+    /// Require OTLP clients to present a certificate from this CA (mTLS);
+    /// the ingestion key is still required.
+    pub client_ca: Option<PathBuf>,
+    /// Lowest TLS version accepted: "1.2" (default) or "1.3".
+    pub min: otelhouse_tls::TlsMin,
+}
+
+impl TlsConfig {
+    pub fn enabled(&self) -> bool {
+        self.cert.is_some() || self.key.is_some()
+    }
+}
+
+/// The startup gate's inputs and its explicit overrides. Secrets
+/// themselves never live in the config file (SEC-2): only paths to them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// File holding the web app's session secret (a Docker/Kubernetes
+    /// secret). Default: `session.secret` in the data directory, generated.
+    pub session_secret_file: Option<PathBuf>,
+    /// The session secret itself, from `OTELHOUSE_SESSION_SECRET` only.
+    #[serde(skip)]
+    pub session_secret: Option<Redacted>,
+    /// Serve plaintext on a non-loopback address because a TLS proxy
+    /// terminates in front of otelhouse.
+    pub allow_plaintext_behind_proxy: bool,
+    /// Start on a public address with a weak or readable session secret.
+    pub allow_weak_session_secret: bool,
+    /// Start on a public address while an admin has a default or weak password.
+    pub allow_weak_admin_password: bool,
+}
+
+/// A secret value: `Debug` and `Serialize` never show it.
+#[derive(Clone, PartialEq)]
+pub struct Redacted(pub String);
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 /// How long each signal is kept. Records older than this are refused at
@@ -149,6 +203,8 @@ impl Default for ServeConfig {
             retention: Retention::default(),
             limits: Limits::default(),
             storage: StorageConfig::default(),
+            tls: TlsConfig::default(),
+            security: SecurityConfig::default(),
         }
     }
 }
@@ -157,6 +213,18 @@ impl ServeConfig {
     /// Parses a TOML config file's text; errors name the offending key.
     pub fn from_toml(text: &str) -> Result<Self, String> {
         toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// The effective configuration as TOML, for `serve --print-config`.
+    /// Secrets are not part of it; where one comes from is noted instead.
+    pub fn to_toml(&self) -> String {
+        let mut out = toml::to_string(self).unwrap_or_else(|e| format!("# cannot print: {e}\n"));
+        if self.security.session_secret.is_some() {
+            out.push_str(
+                "\n# security.session_secret = <redacted> (from OTELHOUSE_SESSION_SECRET)\n",
+            );
+        }
+        out
     }
 }
 
@@ -197,6 +265,22 @@ mod tests {
         assert!(c.storage.max_memory_bytes <= 1 << 30);
         let err = ServeConfig::from_toml("[retention]\nlogs = \"soon\"").unwrap_err();
         assert!(err.contains("invalid duration"), "{err}");
+    }
+
+    #[test]
+    fn printed_config_reads_back_and_hides_the_session_secret() {
+        let mut c = ServeConfig::default();
+        c.tls.cert = Some("/etc/otelhouse/server.crt".into());
+        c.tls.min = otelhouse_tls::TlsMin::Tls13;
+        c.security.session_secret = Some(Redacted("s3cr3t-value-xyz".into()));
+        let text = c.to_toml();
+        assert!(!text.contains("s3cr3t-value-xyz"), "{text}");
+        assert!(!format!("{c:?}").contains("s3cr3t-value-xyz"));
+        assert!(text.contains("min = \"1.3\""), "{text}");
+        let back = ServeConfig::from_toml(&text).unwrap();
+        assert_eq!(back.tls, c.tls);
+        let err = ServeConfig::from_toml("[security]\nsession_secret = \"x\"").unwrap_err();
+        assert!(err.contains("session_secret"), "{err}");
     }
 
     #[test]

@@ -4,17 +4,18 @@
 pub mod api;
 pub mod config;
 pub mod ingest;
+pub mod listen;
 pub mod otlp_grpc;
 pub mod otlp_http;
+pub mod security;
 pub mod telemetry;
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use axum::serve::ListenerExt;
+use otelhouse_auth::session_secret::SessionSecret;
 use otelhouse_auth::{Credentials, InitialCredentials, KeyCache};
 use otelhouse_schema::Signal;
 use otelhouse_storage::retention::RetentionPolicy;
@@ -25,57 +26,8 @@ use tokio::net::TcpListener;
 pub use config::ServeConfig;
 
 use crate::ingest::Ingest;
+use crate::listen::{Bound, ListenerSpec};
 use crate::telemetry::Telemetry;
-
-/// One listener's setting, with the flag and variable that change it, so
-/// errors can say how to fix them.
-struct ListenerSpec<'a> {
-    addr: &'a str,
-    flag: &'static str,
-    env: &'static str,
-}
-
-async fn bind_all(specs: &[ListenerSpec<'_>]) -> anyhow::Result<Vec<TcpListener>> {
-    let mut addrs: Vec<SocketAddr> = Vec::new();
-    for s in specs {
-        let addr: SocketAddr = s.addr.parse().with_context(|| {
-            format!(
-                "{} {:?} is not an address like 127.0.0.1:4317 (set --{} or {})",
-                s.flag, s.addr, s.flag, s.env
-            )
-        })?;
-        if addr.port() != 0
-            && let Some(i) = addrs.iter().position(|a| {
-                a.port() == addr.port()
-                    && (a.ip() == addr.ip()
-                        || a.ip().is_unspecified()
-                        || addr.ip().is_unspecified())
-            })
-        {
-            bail!(
-                "--{} and --{} both use port {} ({} and {}); give each listener its own port",
-                specs[i].flag,
-                s.flag,
-                addr.port(),
-                addrs[i],
-                addr
-            );
-        }
-        addrs.push(addr);
-    }
-    let mut listeners = Vec::new();
-    for (s, addr) in specs.iter().zip(addrs) {
-        let l = TcpListener::bind(addr).await.map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AddrInUse {
-                anyhow::anyhow!("port {} ({addr}) is already in use by another program; choose another with --{} or {}", addr.port(), s.flag, s.env)
-            } else {
-                anyhow::anyhow!("cannot listen on {addr} (--{}): {e}", s.flag)
-            }
-        })?;
-        listeners.push(l);
-    }
-    Ok(listeners)
-}
 
 /// Prints first-start credentials once, in a box, to stdout (never to the log).
 pub fn print_credentials_box(c: &InitialCredentials) {
@@ -126,33 +78,83 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let specs = [
         ListenerSpec {
+            name: "otlp_grpc",
             addr: &config.otlp_grpc_addr,
             flag: "otlp-grpc-addr",
             env: "OTELHOUSE_OTLP_GRPC_ADDR",
         },
         ListenerSpec {
+            name: "otlp_http",
             addr: &config.otlp_http_addr,
             flag: "otlp-http-addr",
             env: "OTELHOUSE_OTLP_HTTP_ADDR",
         },
         ListenerSpec {
+            name: "http",
             addr: &config.http_addr,
             flag: "http-addr",
             env: "OTELHOUSE_HTTP_ADDR",
         },
     ];
-    let listeners = bind_all(&specs).await?;
+    let addrs = listen::parse_addrs(&specs)?;
+    // Certificate problems are configuration errors: fail before anything else.
+    let tls = load_tls(&config.tls)?;
     let data_dir = config.data_dir.clone();
     let creds = Credentials::open(&data_dir)
         .await
         .with_context(|| format!("opening the credential store in {}", data_dir.display()))?;
     let _lock = lock_data_dir(&data_dir)?;
-    if !creds.is_initialised().await? {
+    let initialised = creds.is_initialised().await?;
+
+    let session_secret = SessionSecret::load(
+        &data_dir,
+        config.security.session_secret.as_ref().map(|r| r.0.clone()),
+        config.security.session_secret_file.as_deref(),
+    )
+    .map_err(anyhow::Error::msg)?;
+    let public = addrs.iter().any(security::is_public);
+    // Hashing candidate passwords takes a moment: only a public start needs it.
+    let weak_admins = match (public, initialised) {
+        (true, true) => Some(creds.admins_with_weak_passwords().await?),
+        (true, false) => Some(Vec::new()),
+        (false, _) => None,
+    };
+    let report = security::evaluate(
+        &config,
+        &security::Facts {
+            listeners: specs
+                .iter()
+                .zip(&addrs)
+                .map(|(s, a)| security::Listener {
+                    flag: s.flag,
+                    addr: *a,
+                    tls: tls.is_some(),
+                })
+                .collect(),
+            session_secret_source: session_secret.source.to_string(),
+            session_secret_weaknesses: session_secret.weaknesses(),
+            weak_admins,
+        },
+    );
+    if let Some(refusal) = report.refusal_message() {
+        bail!(refusal);
+    }
+    report.log();
+    let security = Arc::new(report);
+
+    let listeners = listen::bind_all(&specs, &addrs).await?;
+    if !initialised {
         let initial = creds.initialise().await?;
         print_credentials_box(&initial);
     }
     let keys = KeyCache::load(creds.clone()).await?;
     let _refresh = AbortOnDrop(keys.spawn_refresh(Duration::from_secs(1)));
+    let _tls_watch = tls.as_ref().map(|(otlp, api)| {
+        AbortOnDrop(otelhouse_tls::server::spawn_watcher(
+            vec![otlp.clone(), api.clone()],
+            Duration::from_secs(5),
+        ))
+    });
 
     let s = &config.storage;
     let store = EmbeddedStore::open(
@@ -208,7 +210,11 @@ pub async fn serve(
             ..Default::default()
         },
     );
-    let telemetry = Arc::new(Telemetry::new(committer.stats().clone(), store.clone()));
+    let telemetry = Arc::new(Telemetry::new(
+        committer.stats().clone(),
+        store.clone(),
+        &security,
+    ));
     let ingest = Arc::new(Ingest::new(
         committer,
         store.clone(),
@@ -234,10 +240,27 @@ pub async fn serve(
     let [grpc_l, http_l, api_l]: [TcpListener; 3] = listeners
         .try_into()
         .map_err(|_| anyhow::anyhow!("three listeners"))?;
+    let (otlp_tls, api_tls) = match &tls {
+        Some((o, a)) => (Some(o.clone()), Some(a.clone())),
+        None => (None, None),
+    };
+    let grpc_l = Bound::new(
+        grpc_l,
+        otlp_tls.clone(),
+        telemetry.handshake_failure_hook("otlp_grpc"),
+    );
+    let http_l = Bound::new(
+        http_l,
+        otlp_tls,
+        telemetry.handshake_failure_hook("otlp_http"),
+    );
+    let api_public = security::is_public(&addrs[2]);
+    let api_l = Bound::new(api_l, api_tls, telemetry.handshake_failure_hook("http"));
     let addrs = serde_json::json!({
         "otlp_grpc": grpc_l.local_addr()?.to_string(),
         "otlp_http": http_l.local_addr()?.to_string(),
         "http": api_l.local_addr()?.to_string(),
+        "tls": tls.is_some(),
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -249,38 +272,26 @@ pub async fn serve(
         keys: keys.clone(),
         max_message_bytes: config.limits.max_decompressed_bytes,
     };
-    let grpc_routes = otlp_grpc::routes(grpc_svc);
-    let grpc = tokio::spawn(
-        tonic::transport::Server::builder()
-            .layer(otlp_grpc::cap_request_bytes(
-                config.limits.max_request_bytes,
-            ))
-            .add_routes(grpc_routes)
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(grpc_l).with_nodelay(Some(true)),
-                stopped(stop_rx.clone()),
-            ),
+    let grpc = listen::serve_grpc(
+        grpc_l,
+        otlp_grpc::routes(grpc_svc),
+        config.limits.max_request_bytes,
+        stopped(stop_rx.clone()),
     );
     let http_router = otlp_http::router(otlp_http::OtlpHttpState {
         ingest: ingest.clone(),
         keys: keys.clone(),
     });
-    let http = tokio::spawn(
-        axum::serve(http_l.tap_io(no_delay), http_router)
-            .with_graceful_shutdown(stopped(stop_rx.clone()))
-            .into_future(),
-    );
+    let http = listen::serve_axum(http_l, http_router, stopped(stop_rx.clone()));
     let storage: Arc<dyn otelhouse_storage::Storage> = Arc::new(store.clone());
     let api_router = api::router(api::ApiState {
         storage,
         keys: keys.clone(),
         telemetry,
+        security,
+        metrics_need_token: api_public,
     });
-    let api = tokio::spawn(
-        axum::serve(api_l.tap_io(no_delay), api_router)
-            .with_graceful_shutdown(stopped(stop_rx))
-            .into_future(),
-    );
+    let api = listen::serve_axum(api_l, api_router, stopped(stop_rx));
 
     write_listen_file(&data_dir, &addrs)?;
     tracing::info!(otlp_grpc = %addrs["otlp_grpc"], otlp_http = %addrs["otlp_http"], http = %addrs["http"], data_dir = %data_dir.display(), "otelhouse is serving");
@@ -306,9 +317,51 @@ pub async fn serve(
     Ok(())
 }
 
-/// Small responses (acks) go out at once instead of waiting on Nagle.
-fn no_delay(tcp: &mut tokio::net::TcpStream) {
-    let _ = tcp.set_nodelay(true);
+/// The TLS configurations of the OTLP listeners (with the client CA, when
+/// mTLS is on) and of the API listener; None when TLS is off.
+type ListenerTls = (
+    Arc<otelhouse_tls::ReloadingConfig>,
+    Arc<otelhouse_tls::ReloadingConfig>,
+);
+
+fn load_tls(c: &config::TlsConfig) -> anyhow::Result<Option<ListenerTls>> {
+    let (cert, key) = match (&c.cert, &c.key) {
+        (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+        (None, None) => {
+            if c.client_ca.is_some() {
+                bail!("--tls-client-ca needs TLS on: give --tls-cert and --tls-key too");
+            }
+            return Ok(None);
+        }
+        (Some(_), None) => bail!("--tls-cert needs --tls-key (OTELHOUSE_TLS_KEY)"),
+        (None, Some(_)) => bail!("--tls-key needs --tls-cert (OTELHOUSE_TLS_CERT)"),
+    };
+    let files = otelhouse_tls::ServerTlsFiles {
+        cert,
+        key,
+        client_ca: c.client_ca.clone(),
+        min: c.min,
+    };
+    let otlp = otelhouse_tls::ReloadingConfig::load("otlp", files.clone())
+        .context("TLS for the OTLP listeners (--tls-cert, --tls-key, --tls-client-ca)")?;
+    let api = otelhouse_tls::ReloadingConfig::load(
+        "http",
+        otelhouse_tls::ServerTlsFiles {
+            client_ca: None,
+            ..files
+        },
+    )
+    .context("TLS for the API listener (--tls-cert, --tls-key)")?;
+    let info = api.info();
+    tracing::info!(
+        subject = %info.subject,
+        sans = %info.sans.join(","),
+        not_after = %otelhouse_tls::inspect::format_time(info.not_after),
+        min_version = ?c.min,
+        client_certificates = if c.client_ca.is_some() { "required on OTLP" } else { "not required" },
+        "TLS on every listener"
+    );
+    Ok(Some((otlp, api)))
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);

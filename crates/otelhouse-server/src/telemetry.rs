@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 
 use otelhouse_schema::Signal;
 use otelhouse_storage::EmbeddedStore;
+use otelhouse_tls::listener::FailureHook;
 use otelhouse_wal::FSYNC_BUCKETS;
 use otelhouse_wal::WalStats;
 use prometheus_client::collector::Collector;
@@ -12,7 +13,9 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetri
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+
+use crate::security::GateReport;
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -26,14 +29,26 @@ struct RejectLabel {
     reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HandshakeLabel {
+    listener: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckLabel {
+    check: &'static str,
+}
+
 pub struct Telemetry {
     registry: Registry,
     accepted: Family<SignalLabel, Counter>,
     rejected: Family<RejectLabel, Counter>,
+    handshake_failures: Family<HandshakeLabel, Counter>,
 }
 
 impl Telemetry {
-    pub fn new(wal: Arc<WalStats>, store: EmbeddedStore) -> Self {
+    pub fn new(wal: Arc<WalStats>, store: EmbeddedStore, security: &GateReport) -> Self {
         let mut registry = Registry::with_prefix("otelhouse");
         let accepted = Family::<SignalLabel, Counter>::default();
         let rejected = Family::<RejectLabel, Counter>::default();
@@ -47,12 +62,46 @@ impl Telemetry {
             "Records refused, by reason",
             rejected.clone(),
         );
+        let handshake_failures = Family::<HandshakeLabel, Counter>::default();
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes that failed, by listener and reason (no_client_certificate, bad_client_certificate, rejected_by_client, not_tls, timeout, ...)",
+            handshake_failures.clone(),
+        );
+        let passed = Family::<CheckLabel, Gauge>::default();
+        let overridden = Family::<CheckLabel, Gauge>::default();
+        for c in &security.checks {
+            let label = CheckLabel { check: c.check };
+            passed.get_or_create(&label).set(c.passed as i64);
+            overridden.get_or_create(&label).set(c.overridden as i64);
+        }
+        registry.register(
+            "security_check_passed",
+            "Startup gate checks: 1 passed, 0 failed (see GET /api/v1/security)",
+            passed,
+        );
+        registry.register(
+            "security_override",
+            "1 when a failed startup gate check was explicitly overridden",
+            overridden,
+        );
         registry.register_collector(Box::new(StateCollector { wal, store }));
         Telemetry {
             registry,
             accepted,
             rejected,
+            handshake_failures,
         }
+    }
+
+    /// Counts a listener's failed TLS handshakes by reason.
+    pub fn handshake_failure_hook(&self, listener: &'static str) -> FailureHook {
+        let family = self.handshake_failures.clone();
+        Arc::new(move |reason| {
+            family
+                .get_or_create(&HandshakeLabel { listener, reason })
+                .inc();
+        })
     }
 
     pub fn accepted(&self, signal: Signal, n: u64) {

@@ -10,6 +10,8 @@ pub mod listener;
 pub mod probe;
 pub mod server;
 
+pub use rustls;
+
 pub use inspect::{CertInfo, Expiry};
 pub use listener::TlsIncoming;
 pub use server::{ReloadingConfig, ServerTlsFiles, TlsMin};
