@@ -93,8 +93,8 @@ impl SessionSecret {
     }
 
     /// Why the secret is not fit for production, if it is not: too short,
-    /// a known default, too little variety to be random, or a file others
-    /// can read.
+    /// a known default, too little variety to be random, or a file any
+    /// user can read.
     pub fn weaknesses(&self) -> Vec<String> {
         let mut out = Vec::new();
         let text = String::from_utf8_lossy(&self.value);
@@ -113,7 +113,9 @@ impl SessionSecret {
         }
         if let Source::File(p) | Source::DataDir(p) = &self.source
             && let Ok(meta) = std::fs::metadata(p)
-            && meta.permissions().mode() & 0o077 != 0
+            // Group read is allowed: Kubernetes mounts secrets for the pod's
+            // fsGroup (mode 0440); everyone else must not read it.
+            && meta.permissions().mode() & 0o007 != 0
         {
             out.push(format!(
                 "{} is readable by other users (mode {:o}); `chmod 600` it",
@@ -135,7 +137,7 @@ fn trim_newline(mut v: Vec<u8>) -> Vec<u8> {
 /// Hex or base64 text carries fewer random bytes than characters.
 fn random_bytes_in(text: &str) -> Option<usize> {
     let t = text.trim();
-    if !t.is_empty() && t.len() % 2 == 0 && t.chars().all(|c| c.is_ascii_hexdigit()) {
+    if !t.is_empty() && t.len().is_multiple_of(2) && t.chars().all(|c| c.is_ascii_hexdigit()) {
         return Some(t.len() / 2);
     }
     let b64 = |c: char| c.is_ascii_alphanumeric() || "+/-_=".contains(c);

@@ -278,3 +278,64 @@ async fn metric_points(
     let rows = state.storage.metric_points(&q).await?;
     Ok(Json(json!({ "rows": rows })))
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn status(router: &Router, path: &str, token: Option<&str>) -> StatusCode {
+        let mut req = axum::http::Request::get(path);
+        if let Some(t) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        router
+            .clone()
+            .oneshot(req.body(Body::empty()).unwrap())
+            .await
+            .unwrap()
+            .status()
+    }
+
+    /// OPS-3: on a public API listener, /metrics needs a token; health and
+    /// readiness stay open for load balancers.
+    #[tokio::test]
+    async fn metrics_need_a_token_on_a_public_listener() {
+        let dir = tempfile::tempdir().unwrap();
+        let creds = otelhouse_auth::Credentials::open(dir.path()).await.unwrap();
+        let init = creds.initialise().await.unwrap();
+        let keys = KeyCache::load(creds.clone()).await.unwrap();
+        let store = otelhouse_storage::EmbeddedStore::open(dir.path(), Default::default()).unwrap();
+        let telemetry = Arc::new(Telemetry::new(
+            Default::default(),
+            store.clone(),
+            &GateReport::default(),
+        ));
+        let state = |public| ApiState {
+            storage: Arc::new(store.clone()),
+            keys: keys.clone(),
+            telemetry: telemetry.clone(),
+            security: Arc::new(GateReport::default()),
+            metrics_need_token: public,
+        };
+        let public = router(state(true));
+        assert_eq!(
+            status(&public, "/metrics", None).await,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            status(&public, "/metrics", Some(&init.api_token)).await,
+            StatusCode::OK
+        );
+        assert_eq!(status(&public, "/healthz", None).await, StatusCode::OK);
+        assert_eq!(status(&public, "/readyz", None).await, StatusCode::OK);
+        assert_eq!(
+            status(&public, "/api/v1/security", None).await,
+            StatusCode::UNAUTHORIZED
+        );
+        let local = router(state(false));
+        assert_eq!(status(&local, "/metrics", None).await, StatusCode::OK);
+    }
+}

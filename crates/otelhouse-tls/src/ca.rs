@@ -294,7 +294,7 @@ mod tests {
         let info = init_ca(dir.path(), "Test CA", 365, None).unwrap();
         assert!(info.is_ca);
         assert_eq!(info.common_name(), Some("Test CA"));
-        assert!(crate::files::readable_by_others(&dir.path().join(CA_KEY)).unwrap() == false);
+        assert!(!crate::files::readable_by_others(&dir.path().join(CA_KEY)).unwrap());
         let again = init_ca(dir.path(), "Test CA", 365, None).unwrap_err();
         assert!(again.to_string().contains("already exists"), "{again}");
     }

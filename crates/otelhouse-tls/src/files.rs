@@ -75,9 +75,13 @@ pub fn key_pem(pkcs8_der: &[u8], passphrase: Option<&str>) -> Result<String, Tls
                 .map_err(|e| TlsError::Invalid(format!("key encoding: {e}")))?;
             let salt: [u8; 16] = rand::random();
             let iv: [u8; 16] = rand::random();
-            let params =
-                pkcs8::pkcs5::pbes2::Parameters::scrypt_aes256cbc(Default::default(), &salt, &iv)
-                    .map_err(|e| TlsError::Invalid(format!("key encryption: {e}")))?;
+            // scrypt N=2^14, r=8, p=1 (16 MiB): OpenSSL's own choice for
+            // `pkcs8 -scrypt` and within its default memory limit, so
+            // `openssl pkey` reads the key; the crate default (2^17) is not.
+            let scrypt = pkcs8::pkcs5::scrypt::Params::new(14, 8, 1, 32)
+                .map_err(|e| TlsError::Invalid(format!("key encryption: {e}")))?;
+            let params = pkcs8::pkcs5::pbes2::Parameters::scrypt_aes256cbc(scrypt, &salt, &iv)
+                .map_err(|e| TlsError::Invalid(format!("key encryption: {e}")))?;
             let doc = info
                 .encrypt_with_params(params, pass)
                 .map_err(|e| TlsError::Invalid(format!("key encryption: {e}")))?;
