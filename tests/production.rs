@@ -78,6 +78,18 @@ fn pki(dir: &Path) -> Pki {
     }
 }
 
+impl Pki {
+    /// `serve` flags for TLS with this server certificate.
+    fn tls_flags(&self) -> [&str; 4] {
+        [
+            "--tls-cert",
+            self.cert.to_str().unwrap(),
+            "--tls-key",
+            self.key.to_str().unwrap(),
+        ]
+    }
+}
+
 fn https_client(ca: &Path) -> reqwest::Client {
     reqwest::Client::builder()
         .use_rustls_tls()
@@ -142,15 +154,7 @@ async fn tls_on_every_listener_with_our_certificates() {
     let pki = pki(tmp.path());
     let data = tmp.path().join("data");
     let creds = init(&data);
-    let s = Server::start(
-        &data,
-        &[
-            "--tls-cert",
-            pki.cert.to_str().unwrap(),
-            "--tls-key",
-            pki.key.to_str().unwrap(),
-        ],
-    );
+    let s = Server::start(&data, &pki.tls_flags());
     let ca = pki.ca.to_str().unwrap();
 
     // OTLP/gRPC over TLS, verified against our CA.
@@ -285,19 +289,13 @@ async fn mutual_tls_on_otlp() {
     ]));
     let data = tmp.path().join("data");
     let creds = init(&data);
-    let s = Server::start(
-        &data,
-        &[
-            "--tls-cert",
-            pki.cert.to_str().unwrap(),
-            "--tls-key",
-            pki.key.to_str().unwrap(),
-            "--tls-client-ca",
-            pki.ca.to_str().unwrap(),
-            "--tls-min",
-            "1.3",
-        ],
-    );
+    let mtls = [
+        "--tls-client-ca",
+        pki.ca.to_str().unwrap(),
+        "--tls-min",
+        "1.3",
+    ];
+    let s = Server::start(&data, &[&pki.tls_flags()[..], &mtls].concat());
     // Our client certificate + key: accepted.
     let mut good = grpc_tls(&s.grpc, &pki.ca, Some((&pki.client_cert, &pki.client_key)))
         .await
@@ -544,14 +542,7 @@ async fn overrides_are_logged_and_reported() {
         (Some(false), Some(true))
     );
     assert_eq!(report["public"], false);
-    let metrics = client()
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&s).await;
     assert!(
         metrics.contains("otelhouse_security_override{check=\"session_secret\"} 1"),
         "{metrics}"
@@ -572,12 +563,7 @@ async fn secrets_never_reach_the_logs_or_printed_config() {
         .unwrap();
     ok(&out);
     let data = tmp.path().join("data");
-    let tls = [
-        "--tls-cert",
-        pki.cert.to_str().unwrap(),
-        "--tls-key",
-        pki.key.to_str().unwrap(),
-    ];
+    let tls = pki.tls_flags();
     // First start: the credentials box goes to stdout, once; the log gets none of it.
     let mut s = Server::start_with_env(
         &data,

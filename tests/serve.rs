@@ -158,14 +158,7 @@ async fn missing_or_wrong_keys_are_refused_and_nothing_is_stored() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (_, body) = api_get(&s, &creds.api_token, "/api/v1/search?signal=logs").await;
     assert_eq!(body["rows"].as_array().unwrap().len(), 0);
-    let metrics = client()
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&s).await;
     assert!(
         metrics.contains(
             "otelhouse_records_rejected_total{signal=\"logs\",reason=\"unauthenticated\"}"
@@ -541,14 +534,7 @@ async fn overload_answers_503_with_retry_after_and_memory_stays_bounded() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unavailable);
-    let metrics = client()
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&s).await;
     assert!(metrics.contains("reason=\"overloaded\""), "{metrics}");
     let tail: f64 = metrics
         .lines()
@@ -632,14 +618,7 @@ async fn health_ready_and_metrics_endpoints() {
         .0,
         200
     );
-    let metrics = client()
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&s).await;
     for needle in [
         "otelhouse_records_accepted_total{signal=\"logs\"} 7",
         "otelhouse_wal_bytes",
@@ -925,14 +904,7 @@ async fn retention_set_from_the_cli_drops_old_hours_and_stats_show_the_parts() {
         assert!(Instant::now() < deadline, "old rows still there: {rows}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let metrics = client()
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&s).await;
     assert!(
         metrics.contains("otelhouse_expired_partitions_total 1"),
         "{metrics}"

@@ -154,6 +154,18 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// The Prometheus text of a server's /metrics (loopback: no token needed).
+pub async fn metrics_text(s: &Server) -> String {
+    client()
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// GET an API path with the token; returns (status, JSON body).
 pub async fn api_get(s: &Server, token: &str, path_and_query: &str) -> (u16, Json) {
     let resp = client()
