@@ -129,11 +129,7 @@ impl Parser<'_> {
             }
             parts.push(self.and()?);
         }
-        Ok(if parts.len() == 1 {
-            parts.pop().unwrap()
-        } else {
-            Query::Or { of: parts }
-        })
+        Ok(join_or(parts))
     }
 
     fn and(&mut self) -> Result<Query, ParseError> {
@@ -151,11 +147,7 @@ impl Parser<'_> {
             }
             parts.push(self.unary()?);
         }
-        Ok(if parts.len() == 1 {
-            parts.pop().unwrap()
-        } else {
-            Query::And { of: parts }
-        })
+        Ok(join_and(parts))
     }
 
     fn unary(&mut self) -> Result<Query, ParseError> {
@@ -460,11 +452,7 @@ impl Parser<'_> {
             return Err(self.err(self.pos, "a term is missing after OR"));
         }
         ors.push(join_and(ands));
-        Ok(if ors.len() == 1 {
-            ors.pop().unwrap()
-        } else {
-            Query::Or { of: ors }
-        })
+        Ok(join_or(ors))
     }
 
     /// `[lo TO hi]`, `{lo TO hi}`, mixed brackets, `*` for an open end.
@@ -522,11 +510,20 @@ impl Parser<'_> {
     }
 }
 
+/// One part stands alone; several are joined.
 fn join_and(mut parts: Vec<Query>) -> Query {
     if parts.len() == 1 {
         parts.pop().unwrap()
     } else {
         Query::And { of: parts }
+    }
+}
+
+fn join_or(mut parts: Vec<Query>) -> Query {
+    if parts.len() == 1 {
+        parts.pop().unwrap()
+    } else {
+        Query::Or { of: parts }
     }
 }
 
