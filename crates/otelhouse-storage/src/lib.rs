@@ -12,6 +12,7 @@ pub mod part;
 pub mod query;
 pub mod retention;
 pub mod rows;
+pub mod search;
 pub mod sql;
 
 pub use embedded::{EmbeddedStore, StoreOptions, TableStats, stats_on_disk};
