@@ -100,6 +100,19 @@ fn https_client(ca: &Path) -> reqwest::Client {
         .unwrap()
 }
 
+/// GET `https://localhost:{port}{path}` with the API token; the body.
+async fn get_text(client: &reqwest::Client, port: &str, path: &str, token: &str) -> String {
+    client
+        .get(format!("https://localhost:{port}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 async fn grpc_tls(
     addr: &str,
     ca: &Path,
@@ -178,17 +191,16 @@ async fn tls_on_every_listener_with_our_certificates() {
     let api_port = s.api.rsplit(':').next().unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let v: serde_json::Value = client
-            .get(format!(
-                "https://localhost:{api_port}/api/v1/search?signal=logs&q=tls&limit=10"
-            ))
-            .bearer_auth(&creds.api_token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(
+            &get_text(
+                &client,
+                api_port,
+                "/api/v1/search?signal=logs&q=tls&limit=10",
+                &creds.api_token,
+            )
+            .await,
+        )
+        .unwrap();
         if v["rows"].as_array().map_or(0, |r| r.len()) == 2 {
             break;
         }
@@ -350,17 +362,13 @@ async fn mutual_tls_on_otlp() {
             && metrics.contains("otelhouse_tls_handshake_failures_total{listener=\"otlp_grpc\",reason=\"bad_client_certificate\"}"),
         "{metrics}"
     );
-    let rows = https_client(&pki.ca)
-        .get(format!(
-            "https://localhost:{api_port}/api/v1/search?signal=logs&q=&limit=10"
-        ))
-        .bearer_auth(&creds.api_token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let rows = get_text(
+        &https_client(&pki.ca),
+        api_port,
+        "/api/v1/search?signal=logs&q=&limit=10",
+        &creds.api_token,
+    )
+    .await;
     assert!(!rows.contains("should not land"), "{rows}");
 }
 

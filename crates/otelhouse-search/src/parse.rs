@@ -118,6 +118,24 @@ impl Parser<'_> {
         Ok(())
     }
 
+    /// `( inner )`, cursor on the `(`: counts the nesting and requires the `)`.
+    fn group(
+        &mut self,
+        inner: impl FnOnce(&mut Self) -> Result<Query, ParseError>,
+    ) -> Result<Query, ParseError> {
+        let open = self.pos;
+        self.pos += 1;
+        self.enter()?;
+        let q = inner(self)?;
+        self.skip_ws();
+        if self.peek() != Some(')') {
+            return Err(self.err(open, "`(` is never closed"));
+        }
+        self.pos += 1;
+        self.depth -= 1;
+        Ok(q)
+    }
+
     fn or(&mut self) -> Result<Query, ParseError> {
         let mut parts = vec![self.and()?];
         loop {
@@ -183,22 +201,13 @@ impl Parser<'_> {
         let start = self.pos;
         match self.peek() {
             None => Err(self.err(self.pos, "a term is missing at the end of the query")),
-            Some('(') => {
-                self.pos += 1;
-                self.enter()?;
-                self.skip_ws();
-                if self.peek() == Some(')') {
-                    return Err(self.err(self.pos, "empty parentheses"));
+            Some('(') => self.group(|p| {
+                p.skip_ws();
+                if p.peek() == Some(')') {
+                    return Err(p.err(p.pos, "empty parentheses"));
                 }
-                let q = self.or()?;
-                self.skip_ws();
-                if self.peek() != Some(')') {
-                    return Err(self.err(start, "`(` is never closed"));
-                }
-                self.pos += 1;
-                self.depth -= 1;
-                Ok(q)
-            }
+                p.or()
+            }),
             Some(')') => Err(self.unexpected()),
             Some('"') => {
                 let text = self.phrase()?;
@@ -364,19 +373,8 @@ impl Parser<'_> {
             Some('"') => Ok(term(Condition::Equals {
                 value: self.phrase()?,
             })),
-            Some('(') => {
-                // field:(a b OR c): the field applies to each inner term.
-                self.pos += 1;
-                self.enter()?;
-                let q = self.value_group(&field)?;
-                self.skip_ws();
-                if self.peek() != Some(')') {
-                    return Err(self.err(start, "`(` is never closed"));
-                }
-                self.pos += 1;
-                self.depth -= 1;
-                Ok(q)
-            }
+            // field:(a b OR c): the field applies to each inner term.
+            Some('(') => self.group(|p| p.value_group(&field)),
             Some('[') | Some('{') => self.range(field),
             Some('>') | Some('<') => {
                 let op = if self.symbol(">=") {
