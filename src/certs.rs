@@ -111,7 +111,8 @@ fn key_path(cert: &Path) -> PathBuf {
 pub async fn run(args: CertsArgs) -> anyhow::Result<()> {
     match args.action {
         CertsAction::InitCa { ca, name, days } => {
-            let info = init_ca(&ca.ca_dir, &name, days, ca.passphrase()?.as_deref())?;
+            let passphrase = ca.passphrase()?;
+            let info = init_ca(&ca.ca_dir, &name, days, passphrase.as_deref())?;
             let paths = CaPaths::in_dir(&ca.ca_dir);
             println!("created CA \"{}\"", info.common_name().unwrap_or(&name));
             println!(
@@ -121,7 +122,7 @@ pub async fn run(args: CertsArgs) -> anyhow::Result<()> {
             println!(
                 "  private key {} (0600{}; keep it off the servers)",
                 paths.key.display(),
-                if ca.passphrase()?.is_some() {
+                if passphrase.is_some() {
                     ", passphrase-protected"
                 } else {
                     ""
@@ -148,12 +149,7 @@ pub async fn run(args: CertsArgs) -> anyhow::Result<()> {
                 days,
                 not_before: None,
             };
-            let stem = req
-                .common_name
-                .clone()
-                .or_else(|| req.dns.first().cloned())
-                .or_else(|| req.ips.first().map(|i| i.to_string()))
-                .unwrap_or_else(|| "client".into());
+            let stem = req.subject_name().unwrap_or_else(|| "client".into());
             let cert = out.unwrap_or_else(|| ca.ca_dir.join(format!("{stem}.crt")));
             let key = key_path(&cert);
             let info = loaded.issue(&req, &cert, &key)?;

@@ -248,26 +248,19 @@ impl ServeArgs {
             &mut c.storage.maintenance_interval,
             self.maintenance_interval,
         );
-        if let Some(bytes) = self.max_disk {
-            c.storage.max_disk_bytes = Some(bytes);
-        }
+        set(&mut c.storage.max_disk_bytes, self.max_disk.map(Some));
         set(
             &mut c.storage.max_query_memory_bytes,
             self.max_query_memory.map(|b| b as usize),
         );
-        if self.tls_cert.is_some() {
-            c.tls.cert = self.tls_cert;
-        }
-        if self.tls_key.is_some() {
-            c.tls.key = self.tls_key;
-        }
-        if self.tls_client_ca.is_some() {
-            c.tls.client_ca = self.tls_client_ca;
-        }
+        set(&mut c.tls.cert, self.tls_cert.map(Some));
+        set(&mut c.tls.key, self.tls_key.map(Some));
+        set(&mut c.tls.client_ca, self.tls_client_ca.map(Some));
         set(&mut c.tls.min, self.tls_min);
-        if self.session_secret_file.is_some() {
-            c.security.session_secret_file = self.session_secret_file;
-        }
+        set(
+            &mut c.security.session_secret_file,
+            self.session_secret_file.map(Some),
+        );
         // The secret itself only ever comes from the environment, never a flag
         // (flags show up in `ps`).
         c.security.session_secret = std::env::var("OTELHOUSE_SESSION_SECRET")

@@ -217,17 +217,15 @@ impl Parser<'_> {
                 Err(self.err(self.pos, "a term is missing before this operator"))
             }
             Some(_) => {
-                let (word, field_colon) = self.word(true)?;
-                match field_colon {
-                    Some(colon) => {
-                        let field = self
-                            .catalog
-                            .resolve(&word)
-                            .map_err(|m| self.err(start, m))?;
-                        let _ = colon;
-                        self.field_value(field)
-                    }
-                    None => Ok(self.bare(word, start)?),
+                let (word, is_field) = self.word(true)?;
+                if is_field {
+                    let field = self
+                        .catalog
+                        .resolve(&word)
+                        .map_err(|m| self.err(start, m))?;
+                    self.field_value(field)
+                } else {
+                    self.bare(word, start)
                 }
             }
         }
@@ -257,10 +255,11 @@ impl Parser<'_> {
         }
     }
 
-    /// A word up to a delimiter. With `allow_field`, a `:` that separates a
-    /// field name from its value ends the word and is returned; a `:` in
-    /// `http://…` or `host:8080`, or an escaped `\:`, stays in the word.
-    fn word(&mut self, allow_field: bool) -> Result<(String, Option<usize>), ParseError> {
+    /// A word up to a delimiter, and whether it is a field name. With
+    /// `allow_field`, a `:` that separates a field name from its value ends
+    /// the word (and is consumed); a `:` in `http://…` or `host:8080`, or an
+    /// escaped `\:`, stays in the word.
+    fn word(&mut self, allow_field: bool) -> Result<(String, bool), ParseError> {
         let start = self.pos;
         let mut out = String::new();
         while let Some(c) = self.peek() {
@@ -277,9 +276,8 @@ impl Parser<'_> {
                     continue;
                 }
                 ':' if allow_field && !out.is_empty() && !self.colon_is_value(&out) => {
-                    let at = self.pos;
                     self.pos += 1;
-                    return Ok((out, Some(at)));
+                    return Ok((out, true));
                 }
                 '~' => {
                     return Err(self.err(self.pos, "fuzzy matching (`~`) is not supported"));
@@ -301,7 +299,7 @@ impl Parser<'_> {
         if out.is_empty() {
             return Err(self.err(start, "a term is missing here"));
         }
-        Ok((out, None))
+        Ok((out, false))
     }
 
     /// Is the `:` at the cursor part of a value (`http://x`, `host:8080`)?
@@ -459,27 +457,22 @@ impl Parser<'_> {
         let low_inclusive = self.peek() == Some('[');
         self.pos += 1;
         self.skip_ws();
-        let low = self.bound_value(low_inclusive)?;
+        let (text, at) = self.bound_text();
+        let low = self.bound(text, at, low_inclusive)?;
         self.skip_ws();
         if !self.keyword("TO") {
             return Err(self.err(self.pos, "a range needs `TO`, as in [1 TO 5]"));
         }
         self.pos += 2;
         self.skip_ws();
-        let high_inclusive = {
-            // Look past the value for the closing bracket.
-            let save = self.pos;
-            let (_, _) = self.word(false).unwrap_or_default();
-            let close = self.peek();
-            self.pos = save;
-            match close {
-                Some(']') => true,
-                Some('}') => false,
-                _ => return Err(self.err(start, "the range is never closed with `]` or `}`")),
-            }
+        let (text, at) = self.bound_text();
+        let high_inclusive = match self.peek() {
+            Some(']') => true,
+            Some('}') => false,
+            _ => return Err(self.err(start, "the range is never closed with `]` or `}`")),
         };
-        let high = self.bound_value(high_inclusive)?;
-        self.pos += 1; // the closing bracket checked above
+        let high = self.bound(text, at, high_inclusive)?;
+        self.pos += 1; // the closing bracket
         if let (Some(l), Some(h)) = (low, high)
             && l.value > h.value
         {
@@ -491,13 +484,18 @@ impl Parser<'_> {
         }))
     }
 
-    fn bound_value(&mut self, inclusive: bool) -> Result<Option<Bound>, ParseError> {
+    /// A range end's text (up to a space or a closing bracket) and where it starts.
+    fn bound_text(&mut self) -> (String, usize) {
         let at = self.pos;
         let text: String = self.chars[self.pos..]
             .iter()
             .take_while(|c| !c.is_whitespace() && !"]}".contains(**c))
             .collect();
         self.pos += text.chars().count();
+        (text, at)
+    }
+
+    fn bound(&self, text: String, at: usize, inclusive: bool) -> Result<Option<Bound>, ParseError> {
         if text == "*" {
             return Ok(None);
         }

@@ -38,12 +38,6 @@ pub struct TlsConfig {
     pub min: otelhouse_tls::TlsMin,
 }
 
-impl TlsConfig {
-    pub fn enabled(&self) -> bool {
-        self.cert.is_some() || self.key.is_some()
-    }
-}
-
 /// The startup gate's inputs and its explicit overrides. Secrets
 /// themselves never live in the config file (SEC-2): only paths to them.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]

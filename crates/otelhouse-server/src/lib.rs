@@ -247,15 +247,19 @@ pub async fn serve(
     let grpc_l = Bound::new(
         grpc_l,
         otlp_tls.clone(),
-        telemetry.handshake_failure_hook("otlp_grpc"),
+        telemetry.handshake_failure_hook(specs[0].name),
     );
     let http_l = Bound::new(
         http_l,
         otlp_tls,
-        telemetry.handshake_failure_hook("otlp_http"),
+        telemetry.handshake_failure_hook(specs[1].name),
     );
     let api_public = security::is_public(&addrs[2]);
-    let api_l = Bound::new(api_l, api_tls, telemetry.handshake_failure_hook("http"));
+    let api_l = Bound::new(
+        api_l,
+        api_tls,
+        telemetry.handshake_failure_hook(specs[2].name),
+    );
     let addrs = serde_json::json!({
         "otlp_grpc": grpc_l.local_addr()?.to_string(),
         "otlp_http": http_l.local_addr()?.to_string(),

@@ -13,6 +13,7 @@ use tokio::net::{TcpListener, TcpStream};
 /// One listener's setting, with the flag and variable that change it, so
 /// errors can say how to fix them.
 pub struct ListenerSpec<'a> {
+    /// The listener's name in listen.json and in metric labels.
     pub name: &'static str,
     pub addr: &'a str,
     pub flag: &'static str,

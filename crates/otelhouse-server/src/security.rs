@@ -26,6 +26,31 @@ pub struct Check {
     pub fix: String,
 }
 
+impl Check {
+    /// A check that passed (`failure` None, described by `ok`), or failed
+    /// with what was found and the fix; `allowed`: its override is given.
+    fn new(
+        check: &'static str,
+        checklist: &'static str,
+        ok: String,
+        failure: Option<(String, String)>,
+        allowed: bool,
+    ) -> Check {
+        let (passed, detail, fix) = match failure {
+            None => (true, ok, String::new()),
+            Some((found, fix)) => (false, found, fix),
+        };
+        Check {
+            check,
+            checklist,
+            passed,
+            overridden: !passed && allowed,
+            detail,
+            fix,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct GateReport {
     /// Some listener binds a non-loopback address, so failures refuse the start.
@@ -122,86 +147,53 @@ pub fn evaluate(config: &ServeConfig, facts: &Facts) -> GateReport {
         .filter(|l| is_public(&l.addr) && !l.tls)
         .map(|l| format!("--{} {}", l.flag, l.addr))
         .collect();
-    checks.push(Check {
-        check: "tls_on_public_listeners",
-        checklist: "ING-2, TLS-1",
-        passed: plaintext.is_empty(),
-        overridden: !plaintext.is_empty() && sec.allow_plaintext_behind_proxy,
-        detail: if plaintext.is_empty() {
-            "every non-loopback listener uses TLS".into()
-        } else {
-            format!("TLS is off on non-loopback listener(s): {}", plaintext.join(", "))
-        },
-        fix: if plaintext.is_empty() {
-            String::new()
-        } else {
-            "give --tls-cert FILE --tls-key FILE (make them with `otelhouse certs init-ca` and `otelhouse certs issue --dns HOST`), or bind 127.0.0.1; if a TLS proxy terminates in front of otelhouse, --allow-plaintext-behind-proxy".into()
-        },
-    });
+    checks.push(Check::new(
+        "tls_on_public_listeners",
+        "ING-2, TLS-1",
+        "every non-loopback listener uses TLS".into(),
+        (!plaintext.is_empty()).then(|| (
+            format!("TLS is off on non-loopback listener(s): {}", plaintext.join(", ")),
+            "give --tls-cert FILE --tls-key FILE (make them with `otelhouse certs init-ca` and `otelhouse certs issue --dns HOST`), or bind 127.0.0.1; if a TLS proxy terminates in front of otelhouse, --allow-plaintext-behind-proxy".into(),
+        )),
+        sec.allow_plaintext_behind_proxy,
+    ));
 
     let weak = &facts.session_secret_weaknesses;
-    checks.push(Check {
-        check: "session_secret",
-        checklist: "SEC-1",
-        passed: weak.is_empty(),
-        overridden: !weak.is_empty() && sec.allow_weak_session_secret,
-        detail: if weak.is_empty() {
-            format!("session secret from {} is strong", facts.session_secret_source)
-        } else {
-            format!(
-                "the session secret from {}: {}",
-                facts.session_secret_source,
-                weak.join("; ")
-            )
-        },
-        fix: if weak.is_empty() {
-            String::new()
-        } else {
-            "unset OTELHOUSE_SESSION_SECRET(_FILE) to use the generated one in the data directory, or supply 32 random bytes (`openssl rand -hex 32`) in a 0600 file via OTELHOUSE_SESSION_SECRET_FILE; override: --allow-weak-session-secret".into()
-        },
-    });
+    checks.push(Check::new(
+        "session_secret",
+        "SEC-1",
+        format!("session secret from {} is strong", facts.session_secret_source),
+        (!weak.is_empty()).then(|| (
+            format!("the session secret from {}: {}", facts.session_secret_source, weak.join("; ")),
+            "unset OTELHOUSE_SESSION_SECRET(_FILE) to use the generated one in the data directory, or supply 32 random bytes (`openssl rand -hex 32`) in a 0600 file via OTELHOUSE_SESSION_SECRET_FILE; override: --allow-weak-session-secret".into(),
+        )),
+        sec.allow_weak_session_secret,
+    ));
 
     // No setting turns ingestion keys off, so this cannot fail; it is
     // reported so the audit shows it was checked.
-    checks.push(Check {
-        check: "ingestion_keys_required",
-        checklist: "ING-1",
-        passed: true,
-        overridden: false,
-        detail: "every OTLP request needs an ingestion key (there is no setting to turn this off)"
-            .into(),
-        fix: String::new(),
-    });
+    checks.push(Check::new(
+        "ingestion_keys_required",
+        "ING-1",
+        "every OTLP request needs an ingestion key (there is no setting to turn this off)".into(),
+        None,
+        false,
+    ));
 
-    match &facts.weak_admins {
-        Some(w) => checks.push(Check {
-            check: "admin_passwords",
-            checklist: "APP-1",
-            passed: w.is_empty(),
-            overridden: !w.is_empty() && sec.allow_weak_admin_password,
-            detail: if w.is_empty() {
-                "no admin has a default or weak password".into()
-            } else {
-                format!("admin(s) with a default or weak password: {}", w.join(", "))
-            },
-            fix: if w.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    "`otelhouse users set-password --email {}` (reads the new password from stdin); override: --allow-weak-admin-password",
-                    w[0]
-                )
-            },
-        }),
-        None => checks.push(Check {
-            check: "admin_passwords",
-            checklist: "APP-1",
-            passed: true,
-            overridden: false,
-            detail: "not checked: every listener is on loopback".into(),
-            fix: String::new(),
-        }),
-    }
+    let (ok, weak_admins) = match &facts.weak_admins {
+        Some(w) => ("no admin has a default or weak password", w.as_slice()),
+        None => ("not checked: every listener is on loopback", &[][..]),
+    };
+    checks.push(Check::new(
+        "admin_passwords",
+        "APP-1",
+        ok.into(),
+        weak_admins.first().map(|first| (
+            format!("admin(s) with a default or weak password: {}", weak_admins.join(", ")),
+            format!("`otelhouse users set-password --email {first}` (reads the new password from stdin); override: --allow-weak-admin-password"),
+        )),
+        sec.allow_weak_admin_password,
+    ));
 
     GateReport { public, checks }
 }

@@ -15,7 +15,7 @@ use rustls::pki_types::PrivateKeyDer;
 use time::{Duration, OffsetDateTime};
 
 use crate::TlsError;
-use crate::files::{cert_pem, key_pem, read_certs, read_key, write_atomic};
+use crate::files::{key_pem, read_certs, read_key, write_atomic};
 use crate::inspect::{CertInfo, now_secs};
 
 pub const CA_CERT: &str = "ca.crt";
@@ -114,6 +114,16 @@ pub struct IssueRequest {
     pub not_before: Option<i64>,
 }
 
+impl IssueRequest {
+    /// The subject CN: `common_name`, else the first DNS name, else the first IP.
+    pub fn subject_name(&self) -> Option<String> {
+        self.common_name
+            .clone()
+            .or_else(|| self.dns.first().cloned())
+            .or_else(|| self.ips.first().map(|i| i.to_string()))
+    }
+}
+
 /// A loaded CA, ready to sign.
 pub struct Ca {
     cert_der: rustls::pki_types::CertificateDer<'static>,
@@ -159,10 +169,6 @@ impl Ca {
         })
     }
 
-    pub fn cert_pem(&self) -> String {
-        cert_pem(&self.cert_der)
-    }
-
     /// Issues a certificate and writes `cert_path` (0644) and `key_path`
     /// (0600). Its end date never passes the CA's.
     pub fn issue(
@@ -191,14 +197,9 @@ impl Ca {
         for ip in &req.ips {
             params.subject_alt_names.push(SanType::IpAddress(*ip));
         }
-        let cn = req
-            .common_name
-            .clone()
-            .or_else(|| req.dns.first().cloned())
-            .or_else(|| req.ips.first().map(|i| i.to_string()))
-            .ok_or_else(|| {
-                TlsError::Invalid("a client certificate needs --name (who it identifies)".into())
-            })?;
+        let cn = req.subject_name().ok_or_else(|| {
+            TlsError::Invalid("a client certificate needs --name (who it identifies)".into())
+        })?;
         params.distinguished_name = DistinguishedName::new();
         params.distinguished_name.push(DnType::CommonName, cn);
         params.is_ca = IsCa::ExplicitNoCa;

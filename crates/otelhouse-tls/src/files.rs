@@ -69,7 +69,7 @@ pub fn read_key(path: &Path, passphrase: Option<&str>) -> Result<PrivateKeyDer<'
 /// `openssl pkey`) when a passphrase is given.
 pub fn key_pem(pkcs8_der: &[u8], passphrase: Option<&str>) -> Result<String, TlsError> {
     match passphrase {
-        None => Ok(PrivatePkcs8KeyDer::from(pkcs8_der.to_vec()).to_pem()),
+        None => Ok(pem_block("PRIVATE KEY", pkcs8_der)),
         Some(pass) => {
             let info = PrivateKeyInfo::try_from(pkcs8_der)
                 .map_err(|e| TlsError::Invalid(format!("key encoding: {e}")))?;
@@ -91,20 +91,6 @@ pub fn key_pem(pkcs8_der: &[u8], passphrase: Option<&str>) -> Result<String, Tls
                 .to_string())
         }
     }
-}
-
-trait ToPem {
-    fn to_pem(&self) -> String;
-}
-
-impl ToPem for PrivatePkcs8KeyDer<'_> {
-    fn to_pem(&self) -> String {
-        pem_block("PRIVATE KEY", self.secret_pkcs8_der())
-    }
-}
-
-pub fn cert_pem(der: &[u8]) -> String {
-    pem_block("CERTIFICATE", der)
 }
 
 fn pem_block(label: &str, der: &[u8]) -> String {

@@ -134,10 +134,6 @@ impl ReloadingConfig {
         self.info.read().clone()
     }
 
-    pub fn files(&self) -> &ServerTlsFiles {
-        &self.files
-    }
-
     /// Rebuilds the configuration when a file changed (or `force`). A file
     /// set that does not load (say, the new certificate is in place but
     /// not yet its key) keeps the old configuration and is retried on the
