@@ -41,17 +41,35 @@ const SPAN_ALIASES: &[(&str, &str)] = &[
     ("timestamp", "Timestamp"),
 ];
 
+const METRIC_ALIASES: &[(&str, &str)] = &[
+    ("service", "ServiceName"),
+    ("name", "MetricName"),
+    ("unit", "MetricUnit"),
+    ("timestamp", "TimeUnix"),
+];
+
+/// The table whose columns a signal's searches use (for metrics, the
+/// columns every metric table shares).
+fn table_of(signal: Signal) -> Table {
+    match signal {
+        Signal::Logs => Table::Logs,
+        Signal::Traces => Table::Traces,
+        Signal::Metrics => Table::Gauge,
+    }
+}
+
 impl Catalog {
-    /// The catalogue of `signal` (logs or traces) with the attribute keys seen.
+    /// The catalogue of `signal` with the attribute keys seen.
     pub fn new(signal: Signal, attribute_keys: impl IntoIterator<Item = String>) -> Self {
-        let table = match signal {
-            Signal::Traces => Table::Traces,
-            _ => Table::Logs,
+        let schema = table_of(signal).schema();
+        let shared = match signal {
+            Signal::Metrics => otelhouse_schema::METRIC_COMMON_COLUMNS,
+            _ => usize::MAX,
         };
-        let schema = table.schema();
         let columns = schema
             .fields()
             .iter()
+            .take(shared)
             .filter(|f| !matches!(f.data_type(), DataType::Map(..) | DataType::List(..)))
             .map(|f| {
                 let name: &'static str = static_name(f.name());
@@ -69,22 +87,32 @@ impl Catalog {
     pub fn implicit_column(&self) -> &'static str {
         match self.signal {
             Signal::Traces => "SpanName",
-            _ => "Body",
+            Signal::Logs => "Body",
+            Signal::Metrics => "MetricName",
         }
     }
 
-    fn aliases(&self) -> &'static [(&'static str, &'static str)] {
+    /// Friendly names and the columns they stand for.
+    pub fn aliases(&self) -> &'static [(&'static str, &'static str)] {
         match self.signal {
             Signal::Traces => SPAN_ALIASES,
-            _ => LOG_ALIASES,
+            Signal::Logs => LOG_ALIASES,
+            Signal::Metrics => METRIC_ALIASES,
         }
     }
 
-    fn attribute_maps(&self) -> Vec<&'static str> {
+    /// The maps a bare attribute key is looked up in, in order.
+    pub fn attribute_maps(&self) -> Vec<&'static str> {
         match self.signal {
             Signal::Traces => vec!["SpanAttributes", "ResourceAttributes"],
-            _ => vec!["LogAttributes", "ResourceAttributes"],
+            Signal::Logs => vec!["LogAttributes", "ResourceAttributes"],
+            Signal::Metrics => vec!["Attributes", "ResourceAttributes"],
         }
+    }
+
+    /// The columns (schema name, numeric?) a search may name.
+    pub fn columns(&self) -> &[(&'static str, bool)] {
+        &self.columns
     }
 
     pub fn column(&self, name: &str) -> Option<Field> {
@@ -112,6 +140,7 @@ impl Catalog {
             "SpanAttributes",
             "ResourceAttributes",
             "ScopeAttributes",
+            "Attributes",
         ] {
             if let Some(key) = name.strip_prefix(map).and_then(|r| r.strip_prefix('.'))
                 && self.has_map(map)
@@ -137,11 +166,7 @@ impl Catalog {
     }
 
     fn has_map(&self, map: &str) -> bool {
-        let table = match self.signal {
-            Signal::Traces => Table::Traces,
-            _ => Table::Logs,
-        };
-        table.schema().field_with_name(map).is_ok()
+        table_of(self.signal).schema().field_with_name(map).is_ok()
     }
 
     /// Every name a user may type, for autocomplete and suggestions.

@@ -26,6 +26,9 @@ pub struct ParseError {
     pub message: String,
     /// 1-based character column.
     pub position: usize,
+    /// Set when the error is an unknown field name: a caller that can
+    /// look the name up in the data (a rare attribute key) may retry.
+    pub unknown_field: Option<String>,
 }
 
 pub fn parse(input: &str, catalog: &Catalog) -> Result<Query, ParseError> {
@@ -36,6 +39,7 @@ pub fn parse(input: &str, catalog: &Catalog) -> Result<Query, ParseError> {
                 input.len()
             ),
             position: 1,
+            unknown_field: None,
         });
     }
     let mut p = Parser {
@@ -87,6 +91,7 @@ impl Parser<'_> {
         ParseError {
             message: message.into(),
             position: at + 1,
+            unknown_field: None,
         }
     }
 
@@ -219,10 +224,10 @@ impl Parser<'_> {
             Some(_) => {
                 let (word, is_field) = self.word(true)?;
                 if is_field {
-                    let field = self
-                        .catalog
-                        .resolve(&word)
-                        .map_err(|m| self.err(start, m))?;
+                    let field = self.catalog.resolve(&word).map_err(|m| ParseError {
+                        unknown_field: Some(word.clone()),
+                        ..self.err(start, m)
+                    })?;
                     self.field_value(field)
                 } else {
                     self.bare(word, start)
