@@ -21,11 +21,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
-use async_trait::async_trait;
 use datafusion::datasource::MemTable;
 use datafusion::execution::memory_pool::GreedyMemoryPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
-use datafusion::functions::string::expr_fn::{contains, lower};
 use datafusion::prelude::{
     DataFrame, Expr, ParquetReadOptions, SessionConfig, SessionContext, ident, lit,
 };
@@ -37,10 +35,9 @@ use otelhouse_wal::{Apply, Entry};
 use parking_lot::Mutex;
 
 use crate::manifest::{self, Manifest, PartMeta};
-use crate::query::{MetricQuery, QueryError, SearchQuery, TimeRange};
+use crate::query::{QueryError, TimeRange};
 use crate::retention::{self, RetentionPolicy};
-use crate::rows::{Row, to_rows};
-use crate::{Storage, compaction, part};
+use crate::{compaction, part};
 
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -76,7 +73,7 @@ impl Default for StoreOptions {
 /// that compaction or retention replaced is marked obsolete and its file is
 /// deleted when the last reader lets go, so no query finds its file gone.
 #[derive(Debug)]
-struct LivePart {
+pub(crate) struct LivePart {
     meta: PartMeta,
     path: PathBuf,
     obsolete: AtomicBool,
@@ -709,7 +706,7 @@ impl EmbeddedStore {
     /// A DataFrame over every row of a table that may fall in `range`
     /// (parts ∪ memory), and the parts it reads, which the caller keeps
     /// until the query is done.
-    async fn frame(
+    pub(crate) async fn frame(
         &self,
         ctx: &SessionContext,
         table: Table,
@@ -731,12 +728,14 @@ impl EmbeddedStore {
         Ok((on_disk.union(memory)?, parts))
     }
 
-    async fn run(
+    /// Runs a query under the store's timeout, turning "out of query
+    /// memory" into an error that says what to do.
+    pub(crate) async fn run<T>(
         &self,
-        f: impl Future<Output = Result<Vec<RecordBatch>, QueryError>>,
-    ) -> Result<Vec<Row>, QueryError> {
+        f: impl Future<Output = Result<T, QueryError>>,
+    ) -> Result<T, QueryError> {
         let timeout = self.inner.opts.query_timeout;
-        let batches = tokio::time::timeout(timeout, f)
+        tokio::time::timeout(timeout, f)
             .await
             .map_err(|_| QueryError::Timeout(timeout))?
             .map_err(|e| match e {
@@ -745,17 +744,19 @@ impl EmbeddedStore {
                     self.inner.opts.max_query_memory_bytes >> 20
                 )),
                 e => e,
-            })?;
-        Ok(to_rows(&batches))
+            })
     }
 
     /// A session for one query, drawing on the shared query memory pool.
-    fn query_context(&self) -> SessionContext {
+    pub(crate) fn query_context(&self) -> SessionContext {
         let mut config = SessionConfig::new();
         // Evaluate filters while decoding Parquet, so rows that fail them
         // are never materialised (late materialisation).
         config.options_mut().execution.parquet.pushdown_filters = true;
         config.options_mut().execution.parquet.reorder_filters = true;
+        // SQL mode: column names are ClickStack's CamelCase, matched as
+        // written (as ClickHouse does).
+        config.options_mut().sql_parser.enable_ident_normalization = false;
         SessionContext::new_with_config_rt(config, self.inner.runtime.clone())
     }
 }
@@ -827,14 +828,18 @@ pub fn kind_of(signal: Signal) -> u8 {
         .expect("every signal is listed") as u8
 }
 
-fn ts_lit(nanos: i64) -> Expr {
+pub(crate) fn ts_lit(nanos: i64) -> Expr {
     lit(ScalarValue::TimestampNanosecond(
         Some(nanos),
         Some("UTC".into()),
     ))
 }
 
-fn time_filter(df: DataFrame, column: &str, range: TimeRange) -> Result<DataFrame, QueryError> {
+pub(crate) fn time_filter(
+    df: DataFrame,
+    column: &str,
+    range: TimeRange,
+) -> Result<DataFrame, QueryError> {
     let mut df = df;
     if let Some(from) = range.from {
         df = df.filter(ident(column).gt_eq(ts_lit(from)))?;
@@ -854,94 +859,15 @@ impl Apply<TableBatches> for StoreApplier {
     }
 }
 
-#[async_trait]
-impl Storage for EmbeddedStore {
-    async fn stats(&self) -> Result<Vec<TableStats>, QueryError> {
-        Ok(EmbeddedStore::stats(self))
-    }
-
-    async fn search(&self, q: &SearchQuery) -> Result<Vec<Row>, QueryError> {
-        let (table, text_column) = match q.signal {
-            Signal::Logs => (Table::Logs, "Body"),
-            Signal::Traces => (Table::Traces, "SpanName"),
-            Signal::Metrics => {
-                return Err(QueryError::BadRequest(
-                    "search covers logs and traces; use /api/v1/metrics for metrics".into(),
-                ));
-            }
-        };
-        self.run(async {
-            let ctx = self.query_context();
-            let (df, _reading) = self.frame(&ctx, table, q.range).await?;
-            let mut df = time_filter(df, "Timestamp", q.range)?;
-            if let Some(text) = q.text.as_deref().filter(|t| !t.is_empty()) {
-                df = df.filter(contains(
-                    lower(ident(text_column)),
-                    lit(text.to_lowercase()),
-                ))?;
-            }
-            let df = df
-                .sort(vec![ident("Timestamp").sort(false, true)])?
-                .limit(0, Some(q.limit))?;
-            let rows = df.collect().await?;
-            drop(_reading);
-            Ok(rows)
-        })
-        .await
-    }
-
-    async fn trace(&self, trace_id: &str, limit: usize) -> Result<Vec<Row>, QueryError> {
-        self.run(async {
-            let ctx = self.query_context();
-            let (df, _reading) = self
-                .frame(&ctx, Table::Traces, TimeRange::default())
-                .await?;
-            let df = df.filter(ident("TraceId").eq(lit(trace_id.to_lowercase())))?;
-            let df = df
-                .sort(vec![ident("Timestamp").sort(true, true)])?
-                .limit(0, Some(limit))?;
-            let rows = df.collect().await?;
-            drop(_reading);
-            Ok(rows)
-        })
-        .await
-    }
-
-    async fn metric_points(&self, q: &MetricQuery) -> Result<Vec<Row>, QueryError> {
-        let mut rows = Vec::new();
-        for table in Table::METRICS {
-            let mut part = self
-                .run(async {
-                    let ctx = self.query_context();
-                    let (df, _reading) = self.frame(&ctx, table, q.range).await?;
-                    let df = df.filter(ident("MetricName").eq(lit(q.name.as_str())))?;
-                    let df = time_filter(df, "TimeUnix", q.range)?;
-                    let df = df
-                        .sort(vec![ident("TimeUnix").sort(true, true)])?
-                        .limit(0, Some(q.limit))?;
-                    let rows = df.collect().await?;
-                    drop(_reading);
-                    Ok(rows)
-                })
-                .await?;
-            let kind = table.metric_type().expect("metric table");
-            for row in &mut part {
-                row.insert("MetricType".into(), kind.into());
-            }
-            rows.append(&mut part);
-        }
-        rows.sort_by(|a, b| a["TimeUnix"].as_str().cmp(&b["TimeUnix"].as_str()));
-        rows.truncate(q.limit);
-        Ok(rows)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Storage;
+    use crate::query::SearchQuery;
     use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
     use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value::Value};
     use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use otelhouse_search::Query;
     use prost::Message;
 
     fn request(bodies: &[&str]) -> OtlpRequest {
@@ -977,13 +903,8 @@ mod tests {
     }
 
     async fn count(store: &EmbeddedStore) -> usize {
-        let q = SearchQuery {
-            signal: Signal::Logs,
-            text: None,
-            range: TimeRange::default(),
-            limit: 10_000,
-        };
-        store.search(&q).await.unwrap().len()
+        let q = SearchQuery::newest(Signal::Logs, Query::All, TimeRange::default(), 10_000);
+        store.search(&q).await.unwrap().rows.len()
     }
 
     #[tokio::test]
@@ -1002,13 +923,14 @@ mod tests {
         applier.apply(3, request(&["d"]).to_batches());
         assert_eq!(store.flush(false).unwrap(), 2, "seq 3 is only in memory");
         assert_eq!(count(&store).await, 4, "part rows and tail rows, once each");
-        let text = SearchQuery {
-            signal: Signal::Logs,
-            text: Some("C".into()),
-            range: TimeRange::default(),
-            limit: 10,
-        };
-        assert_eq!(store.search(&text).await.unwrap().len(), 1);
+        let text = SearchQuery::newest(
+            Signal::Logs,
+            otelhouse_search::parse("C", &otelhouse_search::Catalog::new(Signal::Logs, []))
+                .unwrap(),
+            TimeRange::default(),
+            10,
+        );
+        assert_eq!(store.search(&text).await.unwrap().rows.len(), 1);
 
         // A restart: the part survives, the WAL replays 1..=3; only 3 is new.
         drop(store);
@@ -1061,16 +983,11 @@ mod tests {
                 merges
             })
         };
-        let q = SearchQuery {
-            signal: Signal::Logs,
-            text: None,
-            range: TimeRange::default(),
-            limit: 10_000,
-        };
+        let q = SearchQuery::newest(Signal::Logs, Query::All, TimeRange::default(), 10_000);
         let mut checks = 0;
         while !writer.is_finished() || checks == 0 {
             let before = applied.load(std::sync::atomic::Ordering::SeqCst);
-            let rows = store.search(&q).await.unwrap();
+            let rows = store.search(&q).await.unwrap().rows;
             let after = applied.load(std::sync::atomic::Ordering::SeqCst);
             let bodies: std::collections::HashSet<_> = rows
                 .iter()
@@ -1147,16 +1064,12 @@ mod tests {
 
     /// Every row of the logs table as a sorted list of JSON texts.
     async fn all_rows(store: &EmbeddedStore) -> Vec<String> {
-        let q = SearchQuery {
-            signal: Signal::Logs,
-            text: None,
-            range: TimeRange::default(),
-            limit: 100_000,
-        };
+        let q = SearchQuery::newest(Signal::Logs, Query::All, TimeRange::default(), 100_000);
         let mut rows: Vec<String> = store
             .search(&q)
             .await
             .unwrap()
+            .rows
             .iter()
             .map(|r| serde_json::to_string(r).unwrap())
             .collect();
@@ -1213,16 +1126,16 @@ mod tests {
         assert!(stats.part_raw_bytes > 0);
 
         // A time range that misses an hour does not read its part.
-        let q = SearchQuery {
-            signal: Signal::Logs,
-            text: None,
-            range: TimeRange {
+        let q = SearchQuery::newest(
+            Signal::Logs,
+            Query::All,
+            TimeRange {
                 from: Some(T0 + HOUR),
                 to: None,
             },
-            limit: 10,
-        };
-        assert_eq!(store.search(&q).await.unwrap().len(), 1);
+            10,
+        );
+        assert_eq!(store.search(&q).await.unwrap().rows.len(), 1);
         assert_eq!(store.snapshot(Table::Logs, q.range).0.len(), 1);
     }
 
@@ -1303,15 +1216,10 @@ mod tests {
         let times: Vec<i64> = (0..5000).map(|i| T0 + i).collect();
         store.applier().apply(1, timed("s", &times));
         store.flush(true).unwrap();
-        let q = SearchQuery {
-            signal: Signal::Logs,
-            text: None,
-            range: TimeRange::default(),
-            limit: 10_000,
-        };
+        let q = SearchQuery::newest(Signal::Logs, Query::All, TimeRange::default(), 10_000);
         match store.search(&q).await {
             Err(QueryError::TooBig(why)) => assert!(why.contains("--max-query-memory"), "{why}"),
-            other => panic!("expected TooBig, got {:?}", other.map(|r| r.len())),
+            other => panic!("expected TooBig, got {:?}", other.map(|r| r.rows.len())),
         }
     }
 

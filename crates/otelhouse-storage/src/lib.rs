@@ -10,28 +10,52 @@ pub mod embedded;
 pub mod manifest;
 pub mod part;
 pub mod query;
+pub mod reads;
 pub mod retention;
 pub mod rows;
 pub mod search;
 pub mod sql;
 
 pub use embedded::{EmbeddedStore, StoreOptions, TableStats, stats_on_disk};
-pub use query::{MetricQuery, QueryError, SearchQuery, TimeRange};
+pub use query::{
+    AggFunc, AggregateQuery, AggregateRow, AttributeKey, Cursor, Measure, MetricQuery, QueryError,
+    SearchQuery, Selected, Sort, SortValue, SqlQuery, SqlResult, TimeRange,
+};
 pub use rows::Row;
 
 use async_trait::async_trait;
 
-/// Read side of a store. Every method returns rows keyed by the schema's
-/// column names (see `otelhouse_schema`).
+/// One page of a search, and where the next one starts (`None`: the last).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchPage {
+    pub rows: Vec<Row>,
+    pub next: Option<Cursor>,
+}
+
+/// Read side of a store. Rows are keyed by the schema's column names (see
+/// `otelhouse_schema`); both backends return the same rows in the same
+/// order for the same request.
 #[async_trait]
 pub trait Storage: Send + Sync {
-    /// Logs or spans matching the query, newest first.
-    async fn search(&self, q: &SearchQuery) -> Result<Vec<Row>, QueryError>;
+    /// Logs or spans matching the query, in the query's order, one page.
+    async fn search(&self, q: &SearchQuery) -> Result<SearchPage, QueryError>;
+    /// Measures per time bucket and group (charts, histograms, facets).
+    async fn aggregate(&self, q: &AggregateQuery) -> Result<Vec<AggregateRow>, QueryError>;
+    /// Attribute keys of a signal with how many of up to `sample_rows`
+    /// rows in the range carry them, most common first.
+    async fn attribute_keys(
+        &self,
+        signal: otelhouse_schema::Signal,
+        range: TimeRange,
+        sample_rows: usize,
+    ) -> Result<Vec<AttributeKey>, QueryError>;
     /// Every span of one trace, oldest first.
     async fn trace(&self, trace_id: &str, limit: usize) -> Result<Vec<Row>, QueryError>;
     /// The points of one metric, oldest first, across every metric kind;
     /// each row carries a `MetricType` field.
     async fn metric_points(&self, q: &MetricQuery) -> Result<Vec<Row>, QueryError>;
+    /// A user's SELECT over the signal tables.
+    async fn sql(&self, q: &SqlQuery) -> Result<SqlResult, QueryError>;
     /// Rows, parts and bytes per table and partition.
     async fn stats(&self) -> Result<Vec<TableStats>, QueryError>;
 }

@@ -26,7 +26,7 @@ pub fn filter(q: &Query) -> Expr {
 }
 
 /// The field's value as text (attributes: the first map that has the key).
-fn text(field: &Field) -> Expr {
+pub(crate) fn text(field: &Field) -> Expr {
     match field {
         Field::Column { name, numeric } => {
             if *numeric {
@@ -46,7 +46,7 @@ fn text(field: &Field) -> Expr {
 }
 
 /// The field's value as a number; NULL (no match) when it is not one.
-fn number(field: &Field) -> Expr {
+pub(crate) fn number(field: &Field) -> Expr {
     match field {
         Field::Column { name, .. } => try_cast(ident(*name), DataType::Float64),
         Field::Attribute { .. } => try_cast(text(field), DataType::Float64),

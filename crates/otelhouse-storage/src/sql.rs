@@ -55,7 +55,7 @@ pub fn session(data_dir: &Path) -> anyhow::Result<SessionContext> {
 
 /// Queries only: no DDL (CREATE, DROP), no DML (INSERT, COPY TO), no
 /// statements (SET).
-fn read_only() -> SQLOptions {
+pub(crate) fn read_only() -> SQLOptions {
     SQLOptions::new()
         .with_allow_ddl(false)
         .with_allow_dml(false)
