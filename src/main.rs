@@ -2,6 +2,7 @@
 //! `retention`, `sql`, `stats`, `certs`.
 
 mod certs;
+mod search_cmd;
 
 use std::path::{Path, PathBuf};
 
@@ -60,6 +61,9 @@ enum Command {
     Users(UsersArgs),
     /// Certificates: your own CA, server and client certificates, inspection of any TLS endpoint.
     Certs(certs::CertsArgs),
+    /// Search logs or spans on a running server: `otelhouse search 'level:error service:api' --since 1h`
+    /// (API token from $OTELHOUSE_API_TOKEN or --token-file).
+    Search(Box<search_cmd::SearchArgs>),
     /// Rows, parts and bytes on disk per signal and hour partition (reads the data directory).
     Stats {
         #[command(flatten)]
@@ -181,6 +185,9 @@ struct ServeArgs {
     /// Memory all running queries share, e.g. 1GiB [default: 1/4 of RAM, at most 2 GiB]
     #[arg(long, env = "OTELHOUSE_MAX_QUERY_MEMORY", value_parser = otelhouse_server::config::parse_bytes)]
     max_query_memory: Option<u64>,
+    /// Widest time range one query may cover, e.g. 7d [default: 31d]
+    #[arg(long, env = "OTELHOUSE_MAX_QUERY_RANGE", value_parser = humantime::parse_duration)]
+    max_query_range: Option<std::time::Duration>,
     /// TLS certificate (PEM, leaf first) for every listener; reloaded when the file changes or on SIGHUP
     #[arg(long, env = "OTELHOUSE_TLS_CERT")]
     tls_cert: Option<PathBuf>,
@@ -253,6 +260,7 @@ impl ServeArgs {
             &mut c.storage.max_query_memory_bytes,
             self.max_query_memory.map(|b| b as usize),
         );
+        set(&mut c.storage.max_query_range, self.max_query_range);
         set(&mut c.tls.cert, self.tls_cert.map(Some));
         set(&mut c.tls.key, self.tls_key.map(Some));
         set(&mut c.tls.client_ca, self.tls_client_ca.map(Some));
@@ -521,6 +529,7 @@ fn main() -> anyhow::Result<()> {
             Command::Keys(args) => manage(SecretKind::IngestionKey, args).await,
             Command::Tokens(args) => manage(SecretKind::ApiToken, args).await,
             Command::Retention(args) => retention(args),
+            Command::Search(args) => search_cmd::run(*args).await,
             Command::Sql { dir, repeat, sql } => run_sql(&dir.data_dir, &sql, repeat).await,
             Command::Stats {
                 dir,

@@ -108,6 +108,9 @@ pub struct StorageConfig {
     pub max_inflight_requests: usize,
     #[serde(with = "human_duration")]
     pub query_timeout: Duration,
+    /// Widest time range one query may cover.
+    #[serde(with = "human_duration")]
+    pub max_query_range: Duration,
     /// How often retention, the disk budget and compaction run.
     #[serde(with = "human_duration")]
     pub maintenance_interval: Duration,
@@ -138,6 +141,7 @@ impl Default for StorageConfig {
             max_queue_bytes: 64 << 20,
             max_inflight_requests: 64,
             query_timeout: Duration::from_secs(30),
+            max_query_range: 31 * DAY,
             maintenance_interval: Duration::from_secs(5),
         }
     }

@@ -288,8 +288,16 @@ pub async fn serve(
     });
     let http = listen::serve_axum(http_l, http_router, stopped(stop_rx.clone()));
     let storage: Arc<dyn otelhouse_storage::Storage> = Arc::new(store.clone());
+    let query = Arc::new(otelhouse_query::QueryService::new(
+        storage.clone(),
+        otelhouse_query::Limits {
+            max_range: config.storage.max_query_range,
+            ..Default::default()
+        },
+    ));
     let api_router = api::router(api::ApiState {
         storage,
+        query,
         keys: keys.clone(),
         telemetry,
         security,

@@ -1,33 +1,31 @@
 //! The API/UI listener: health, readiness, Prometheus metrics, and the
-//! `/api/v1` read API (bearer API token).
+//! `/api/v1` read API (bearer API token). The query endpoints live in
+//! [`query`]; what they mean is `otelhouse_query`'s business.
 
-use std::collections::HashMap;
+mod params;
+mod query;
+
 use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use otelhouse_auth::{KeyCache, SecretKind};
-use otelhouse_schema::Signal;
-use otelhouse_storage::{MetricQuery, QueryError, SearchQuery, Storage, TimeRange};
+use otelhouse_query::QueryService;
+use otelhouse_storage::{QueryError, Storage};
 use serde_json::json;
 
 use crate::security::GateReport;
 use crate::telemetry::Telemetry;
 
-/// Largest `limit` a caller may ask for.
-pub const MAX_LIMIT: usize = 10_000;
-const DEFAULT_LIMIT: usize = 100;
-/// Longest accepted search text.
-pub const MAX_QUERY_BYTES: usize = 4096;
-
 #[derive(Clone)]
 pub struct ApiState {
     pub storage: Arc<dyn Storage>,
+    pub query: Arc<QueryService>,
     pub keys: KeyCache,
     pub telemetry: Arc<Telemetry>,
     pub security: Arc<GateReport>,
@@ -38,10 +36,7 @@ pub struct ApiState {
 }
 
 pub fn router(state: ApiState) -> Router {
-    let api = Router::new()
-        .route("/api/v1/search", get(search))
-        .route("/api/v1/traces/{trace_id}", get(trace))
-        .route("/api/v1/metrics", get(metric_points))
+    let api = query::routes()
         .route("/api/v1/stats", get(stats))
         .route("/api/v1/security", get(security))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
@@ -54,9 +49,19 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(|| async { "ready\n" }))
+        .route("/api/v1/openapi.json", get(openapi))
         .merge(metrics)
         .merge(api)
         .with_state(state)
+}
+
+/// The API's description (OpenAPI 3.1); public, like any API reference.
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
+        .into_response()
 }
 
 /// The startup gate's checks and any overrides in effect.
@@ -75,12 +80,28 @@ async fn prometheus(State(state): State<ApiState>) -> Response {
         .into_response()
 }
 
-/// An API error: JSON `{"error": ...}` with a status.
-pub struct ApiError(StatusCode, String);
+/// An API error: JSON `{"error": ...}` with a status; parse errors also
+/// carry the 1-based `position` in the query text.
+pub struct ApiError(StatusCode, String, Option<usize>);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({"error": self.1}))).into_response()
+        let body = match self.2 {
+            Some(position) => json!({"error": self.1, "position": position}),
+            None => json!({"error": self.1}),
+        };
+        (self.0, Json(body)).into_response()
+    }
+}
+
+impl From<otelhouse_query::Error> for ApiError {
+    fn from(e: otelhouse_query::Error) -> Self {
+        match e {
+            otelhouse_query::Error::Parse(p) => {
+                ApiError(StatusCode::BAD_REQUEST, p.to_string(), Some(p.position))
+            }
+            otelhouse_query::Error::Query(q) => q.into(),
+        }
     }
 }
 
@@ -95,12 +116,12 @@ impl From<QueryError> for ApiError {
         if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(error = %e, "query failed");
         }
-        ApiError(status, e.to_string())
+        ApiError(status, e.to_string(), None)
     }
 }
 
 fn bad(msg: impl Into<String>) -> ApiError {
-    ApiError(StatusCode::BAD_REQUEST, msg.into())
+    ApiError(StatusCode::BAD_REQUEST, msg.into(), None)
 }
 
 async fn require_token(State(state): State<ApiState>, request: Request, next: Next) -> Response {
@@ -120,6 +141,7 @@ async fn require_token(State(state): State<ApiState>, request: Request, next: Ne
         let mut resp = ApiError(
             StatusCode::UNAUTHORIZED,
             "missing or invalid API token (Authorization: Bearer <token>)".into(),
+            None,
         )
         .into_response();
         resp.headers_mut().insert(
@@ -168,117 +190,6 @@ pub fn stats_json(t: &otelhouse_storage::TableStats) -> serde_json::Value {
     })
 }
 
-/// A time bound: RFC 3339 or unix nanoseconds.
-pub fn parse_time(name: &str, value: &str) -> Result<i64, ApiError> {
-    if let Ok(n) = value.parse::<i64>() {
-        return Ok(n);
-    }
-    chrono::DateTime::parse_from_rfc3339(value)
-        .ok()
-        .and_then(|t| t.timestamp_nanos_opt())
-        .ok_or_else(|| bad(format!("`{name}`: expected RFC 3339 (2026-01-02T03:04:05Z) or unix nanoseconds, got {value:?}")))
-}
-
-fn range(params: &HashMap<String, String>) -> Result<TimeRange, ApiError> {
-    let get = |k: &str| {
-        params
-            .get(k)
-            .filter(|v| !v.is_empty())
-            .map(|v| parse_time(k, v))
-            .transpose()
-    };
-    let range = TimeRange {
-        from: get("from")?,
-        to: get("to")?,
-    };
-    if let (Some(from), Some(to)) = (range.from, range.to)
-        && from > to
-    {
-        return Err(bad("`from` is after `to`"));
-    }
-    Ok(range)
-}
-
-fn limit(params: &HashMap<String, String>) -> Result<usize, ApiError> {
-    let Some(v) = params.get("limit") else {
-        return Ok(DEFAULT_LIMIT);
-    };
-    match v.parse::<usize>() {
-        Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-        _ => Err(bad(format!(
-            "`limit` must be a whole number from 1 to {MAX_LIMIT}, got {v:?}"
-        ))),
-    }
-}
-
-async fn search(
-    State(state): State<ApiState>,
-    Query(params): Query<HashMap<String, String>>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let signal = match params.get("signal").map(String::as_str) {
-        Some(s @ ("logs" | "traces")) => Signal::parse(s).expect("listed signal"),
-        other => {
-            return Err(bad(format!(
-                "`signal` must be logs or traces, got {other:?}"
-            )));
-        }
-    };
-    let text = params.get("q").cloned();
-    if text.as_ref().is_some_and(|t| t.len() > MAX_QUERY_BYTES) {
-        return Err(bad(format!("`q` is longer than {MAX_QUERY_BYTES} bytes")));
-    }
-    let q = SearchQuery {
-        signal,
-        text,
-        range: range(&params)?,
-        limit: limit(&params)?,
-    };
-    let rows = state.storage.search(&q).await?;
-    Ok(Json(json!({ "rows": rows })))
-}
-
-async fn trace(
-    State(state): State<ApiState>,
-    Path(trace_id): Path<String>,
-    Query(params): Query<HashMap<String, String>>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    if trace_id.len() != 32 || !trace_id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(bad(format!(
-            "trace id must be 32 hex characters, got {trace_id:?}"
-        )));
-    }
-    let limit = params
-        .get("limit")
-        .map_or(Ok(MAX_LIMIT), |_| limit(&params))?;
-    let rows = state.storage.trace(&trace_id, limit).await?;
-    Ok(Json(json!({ "rows": rows })))
-}
-
-async fn metric_points(
-    State(state): State<ApiState>,
-    Query(params): Query<HashMap<String, String>>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let name = params
-        .get("name")
-        .filter(|n| !n.is_empty())
-        .ok_or_else(|| bad("`name` (the metric name) is required"))?;
-    if name.len() > MAX_QUERY_BYTES {
-        return Err(bad(format!(
-            "`name` is longer than {MAX_QUERY_BYTES} bytes"
-        )));
-    }
-    let limit = params
-        .get("limit")
-        .map_or(Ok(MAX_LIMIT), |_| limit(&params))?;
-    let q = MetricQuery {
-        name: name.clone(),
-        range: range(&params)?,
-        limit,
-    };
-    let rows = state.storage.metric_points(&q).await?;
-    Ok(Json(json!({ "rows": rows })))
-}
-
 #[cfg(test)]
 mod tests {
     use axum::body::Body;
@@ -315,6 +226,10 @@ mod tests {
         ));
         let state = |public| ApiState {
             storage: Arc::new(store.clone()),
+            query: Arc::new(QueryService::new(
+                Arc::new(store.clone()),
+                Default::default(),
+            )),
             keys: keys.clone(),
             telemetry: telemetry.clone(),
             security: Arc::new(GateReport::default()),
