@@ -187,6 +187,18 @@ fn fields_and_attributes() {
         explain(&parse("timeout", &spans).unwrap()),
         "SpanName contains the word “timeout” (ignoring case)"
     );
+    // Both spellings of SpanKind and StatusCode, from either one.
+    for q in ["kind:\"server\"", "SpanKind:\"SPAN_KIND_SERVER\""] {
+        assert_eq!(
+            explain(&parse(q, &spans).unwrap()),
+            "SpanKind is exactly “Server” or SpanKind is exactly “SPAN_KIND_SERVER”",
+            "{q}"
+        );
+    }
+    assert_eq!(
+        explain(&parse("status:\"Error\"", &spans).unwrap()),
+        "StatusCode is exactly “Error” or StatusCode is exactly “STATUS_CODE_ERROR”"
+    );
 }
 
 #[test]

@@ -373,9 +373,7 @@ impl Parser<'_> {
         match self.peek() {
             None => Err(self.err(start, "a value is missing after `:`")),
             Some(c) if c.is_whitespace() => Err(self.err(start, "a value is missing after `:`")),
-            Some('"') => Ok(term(Condition::Equals {
-                value: self.phrase()?,
-            })),
+            Some('"') => Ok(equals(&field, self.phrase()?)),
             // field:(a b OR c): the field applies to each inner term.
             Some('(') => self.group(|p| p.value_group(&field)),
             Some('[') | Some('{') => self.range(field),
@@ -525,6 +523,42 @@ fn join_or(mut parts: Vec<Query>) -> Query {
         parts.pop().unwrap()
     } else {
         Query::Or { of: parts }
+    }
+}
+
+/// `field:"value"`. SpanKind and StatusCode hold the collector's current
+/// spelling (`Server`, `Error`) or, from older collectors, the enum name
+/// (`SPAN_KIND_SERVER`, `STATUS_CODE_ERROR`): either spelling finds both.
+fn equals(field: &Field, value: String) -> Query {
+    let term = |value| {
+        Query::Term(Term {
+            field: field.clone(),
+            condition: Condition::Equals { value },
+        })
+    };
+    let prefix = match field {
+        Field::Column {
+            name: "SpanKind", ..
+        } => "SPAN_KIND_",
+        Field::Column {
+            name: "StatusCode", ..
+        } => "STATUS_CODE_",
+        _ => return term(value),
+    };
+    let short = match value.get(..prefix.len()) {
+        Some(p) if p.eq_ignore_ascii_case(prefix) => value[prefix.len()..].to_string(),
+        _ => value.clone(),
+    };
+    if short.is_empty() || !short.chars().all(|c| c.is_ascii_alphabetic()) {
+        return term(value);
+    }
+    let mut current = short.to_ascii_lowercase();
+    current[..1].make_ascii_uppercase();
+    Query::Or {
+        of: vec![
+            term(current),
+            term(format!("{prefix}{}", short.to_ascii_uppercase())),
+        ],
     }
 }
 
