@@ -12,7 +12,7 @@ pub mod parse;
 pub use ast::{Bound, CompareOp, Condition, Field, Query, Term};
 pub use explain::explain;
 pub use fields::Catalog;
-pub use parse::{MAX_DEPTH, MAX_QUERY_BYTES, ParseError, parse};
+pub use parse::{MAX_DEPTH, MAX_QUERY_BYTES, ParseError, parse, token_pattern};
 
 #[cfg(test)]
 mod golden;

@@ -580,6 +580,14 @@ fn number(text: &str) -> Option<f64> {
 
 /// Tokens as the full-text match sees them: maximal alphanumeric runs,
 /// lower-cased.
+/// The regular expression (RE2 and Rust `regex` syntax alike) that finds
+/// `token` as a whole token, ignoring case: not preceded or followed by a
+/// letter, mark or digit. Tokens are alphanumeric, so they carry no regex
+/// syntax of their own.
+pub fn token_pattern(token: &str) -> String {
+    format!(r"(?i)(?:^|[^\pL\pM\pN]){token}(?:$|[^\pL\pM\pN])")
+}
+
 pub fn tokens(text: &str) -> Vec<String> {
     text.split(|c: char| !c.is_alphanumeric())
         .filter(|t| !t.is_empty())

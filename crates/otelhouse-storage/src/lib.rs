@@ -18,8 +18,9 @@ pub mod sql;
 
 pub use embedded::{EmbeddedStore, StoreOptions, TableStats, stats_on_disk};
 pub use query::{
-    AggFunc, AggregateQuery, AggregateRow, AttributeKey, Cursor, Measure, MetricQuery, QueryError,
-    SearchQuery, Selected, Sort, SortValue, SqlQuery, SqlResult, TimeRange,
+    AggFunc, AggregateQuery, AggregateRow, AttributeKey, Cursor, KeyCounts, Measure, MetricQuery,
+    QueryError, SearchQuery, Selected, Sort, SortValue, SqlQuery, SqlResult, TimeRange,
+    merge_metric_points,
 };
 pub use rows::Row;
 

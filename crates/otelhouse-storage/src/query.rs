@@ -100,7 +100,8 @@ pub enum AggFunc {
     Max,
     /// Exact quantile with linear interpolation between the two nearest
     /// ranks (PostgreSQL's `percentile_cont`, ClickHouse's
-    /// `quantileExactInclusive`), so both stores agree to the last digit.
+    /// `quantileExactInclusive`), computed in the same floating-point
+    /// steps by both stores.
     Quantile(f64),
     CountDistinct,
 }
@@ -144,6 +145,45 @@ pub struct AttributeKey {
     pub map: &'static str,
     pub key: String,
     pub count: u64,
+}
+
+/// Attribute keys counted per map, from any number of partial counts.
+#[derive(Debug, Default)]
+pub struct KeyCounts(std::collections::BTreeMap<(&'static str, String), u64>);
+
+impl KeyCounts {
+    pub fn add(&mut self, map: &'static str, key: String, n: u64) {
+        *self.0.entry((map, key)).or_default() += n;
+    }
+
+    /// Most common first, then by key.
+    pub fn into_sorted(self) -> Vec<AttributeKey> {
+        let mut out: Vec<AttributeKey> = self
+            .0
+            .into_iter()
+            .map(|((map, key), count)| AttributeKey { map, key, count })
+            .collect();
+        out.sort_by(|a, b| b.count.cmp(&a.count).then(a.key.cmp(&b.key)));
+        out
+    }
+}
+
+/// Points of every metric table, tagged with their kind, as one list in
+/// time order (ISO timestamps sort as text), at most `limit`.
+pub fn merge_metric_points(
+    per_table: Vec<(&'static str, Vec<crate::Row>)>,
+    limit: usize,
+) -> Vec<crate::Row> {
+    let mut rows = Vec::new();
+    for (kind, mut part) in per_table {
+        for row in &mut part {
+            row.insert("MetricType".into(), kind.into());
+        }
+        rows.append(&mut part);
+    }
+    rows.sort_by(|a, b| a["TimeUnix"].as_str().cmp(&b["TimeUnix"].as_str()));
+    rows.truncate(limit);
+    rows
 }
 
 #[derive(Debug, Clone, PartialEq)]

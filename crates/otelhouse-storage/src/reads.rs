@@ -8,21 +8,27 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float64Type, Int64Type};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
+use datafusion::functions::math::expr_fn::floor;
+use datafusion::functions::string::expr_fn::concat;
 use datafusion::functions_aggregate::expr_fn::{
-    avg, count, count_distinct, max, min, percentile_cont, sum,
+    array_agg, avg, count, count_distinct, max, min, sum,
 };
-use datafusion::functions_nested::expr_fn::map_keys;
-use datafusion::logical_expr::{SortExpr, cast as cast_expr};
+use datafusion::functions_nested::expr_fn::{
+    array_element, array_to_string, cardinality, map_keys, map_values,
+};
+use datafusion::logical_expr::{ExprFunctionExt, SortExpr, cast as cast_expr, when};
 use datafusion::prelude::{DataFrame, Expr, ident, lit};
+use datafusion::scalar::ScalarValue;
 use datafusion::sql::parser::{DFParser, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::{Statement, visit_relations};
+use datafusion::sql::sqlparser::dialect::{Dialect, GenericDialect};
 use otelhouse_schema::{Signal, Table};
 use otelhouse_search::{Field, Query};
 
 use crate::embedded::{EmbeddedStore, time_filter, ts_lit};
 use crate::query::{
-    AggFunc, AggregateQuery, AggregateRow, AttributeKey, Cursor, MetricQuery, QueryError,
-    SearchQuery, SortValue, SqlQuery, SqlResult,
+    AggFunc, AggregateQuery, AggregateRow, AttributeKey, Cursor, KeyCounts, MetricQuery,
+    QueryError, SearchQuery, SortValue, SqlQuery, SqlResult, merge_metric_points,
 };
 use crate::rows::{Row, to_rows};
 use crate::search::{filter, number, text};
@@ -48,33 +54,73 @@ pub fn attribute_maps(signal: Signal) -> &'static [&'static str] {
     }
 }
 
+/// One key of a search's order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderKey {
+    Column(&'static str),
+    /// A map as text: its keys joined by U+001F, U+001E, its values joined
+    /// by U+001F (in stored order, which both stores keep).
+    MapText(&'static str),
+}
+
 /// The full order of a search: the chosen column, then the tie-break that
-/// every backend uses (see [`crate::query::Sort`]).
-pub fn order_columns(table: Table, sort: crate::query::Sort) -> Vec<(&'static str, bool)> {
-    let text = if table == Table::Traces {
-        "SpanName"
+/// every backend uses (see [`crate::query::Sort`]): every column that can
+/// tell two records apart, the attribute maps last, so that only identical
+/// records tie (and those are interchangeable on a page boundary).
+pub fn order_keys(table: Table, sort: crate::query::Sort) -> Vec<(OrderKey, bool)> {
+    use OrderKey::{Column, MapText};
+    let tie_break: &[(OrderKey, bool)] = if table == Table::Traces {
+        &[
+            (Column("Timestamp"), true),
+            (Column("ServiceName"), false),
+            (Column("SpanName"), false),
+            (Column("TraceId"), false),
+            (Column("SpanId"), false),
+            (Column("ParentSpanId"), false),
+            (Column("Duration"), false),
+            (Column("StatusCode"), false),
+            (MapText("SpanAttributes"), false),
+            (MapText("ResourceAttributes"), false),
+        ]
     } else {
-        "Body"
+        &[
+            (Column("Timestamp"), true),
+            (Column("ServiceName"), false),
+            (Column("Body"), false),
+            (Column("TraceId"), false),
+            (Column("SpanId"), false),
+            (Column("SeverityNumber"), false),
+            (Column("SeverityText"), false),
+            (Column("EventName"), false),
+            (Column("ScopeName"), false),
+            (MapText("LogAttributes"), false),
+            (MapText("ResourceAttributes"), false),
+        ]
     };
-    let mut order = vec![(sort.column, sort.descending)];
-    for (c, desc) in [
-        ("Timestamp", true),
-        ("ServiceName", false),
-        (text, false),
-        ("TraceId", false),
-        ("SpanId", false),
-    ] {
-        if c != sort.column {
-            order.push((c, desc));
-        }
-    }
+    let mut order = vec![(Column(sort.column), sort.descending)];
+    order.extend(
+        tie_break
+            .iter()
+            .filter(|(k, _)| *k != Column(sort.column))
+            .copied(),
+    );
     order
 }
 
-fn sort_exprs(order: &[(&str, bool)]) -> Vec<SortExpr> {
+fn sort_exprs(order: &[(OrderKey, bool)]) -> Vec<SortExpr> {
     order
         .iter()
-        .map(|(c, desc)| ident(*c).sort(!desc, false))
+        .map(|(k, desc)| {
+            let e = match k {
+                OrderKey::Column(c) => ident(*c),
+                OrderKey::MapText(m) => concat(vec![
+                    array_to_string(map_keys(ident(*m)), lit("\u{1f}")),
+                    lit("\u{1e}"),
+                    array_to_string(map_values(ident(*m)), lit("\u{1f}")),
+                ]),
+            };
+            e.sort(!desc, false)
+        })
         .collect()
 }
 
@@ -164,9 +210,34 @@ fn measure_expr(m: &crate::query::Measure) -> Result<Expr, QueryError> {
         AggFunc::Avg => avg(number(need()?)),
         AggFunc::Min => min(number(need()?)),
         AggFunc::Max => max(number(need()?)),
-        AggFunc::Quantile(p) => percentile_cont(number(need()?).sort(true, false), lit(p)),
+        // The sorted non-null values; `quantile` interpolates after.
+        AggFunc::Quantile(_) => {
+            let n = number(need()?);
+            array_agg(n.clone())
+                .order_by(vec![n.clone().sort(true, false)])
+                .filter(n.is_not_null())
+                .build()?
+        }
         AggFunc::CountDistinct => count_distinct(text(need()?)),
     })
+}
+
+/// The `p` quantile of `sorted` (an array), interpolated between the two
+/// nearest ranks exactly as ClickHouse's `quantileExactInclusive` does, in
+/// the same floating-point steps, so both stores give identical numbers:
+/// h = p·(N−1) + 1, k = ⌊h⌋, x[k] + (h − k)·(x[k+1] − x[k]) (1-based).
+/// (DataFusion's percentile_cont rounds the weight to 6 decimals.)
+fn quantile(sorted: Expr, p: f64) -> Result<Expr, QueryError> {
+    let len = cast_expr(cardinality(sorted.clone()), DataType::Float64);
+    let h = lit(p) * (len.clone() - lit(1.0)) + lit(1.0);
+    let k = floor(h.clone());
+    let at = |i: Expr| array_element(sorted.clone(), cast_expr(i, DataType::Int64));
+    let (a, b) = (at(k.clone()), at(k.clone() + lit(1.0)));
+    Ok(
+        when(len.clone().eq(lit(0.0)), lit(ScalarValue::Float64(None)))
+            .when(k.clone().gt_eq(len.clone()), at(len))
+            .otherwise(a.clone() + (h - k) * (b - a))?,
+    )
 }
 
 /// Rows whose group values are one of `groups` (`None` = absent).
@@ -211,7 +282,7 @@ impl EmbeddedStore {
             skip = *n;
         }
         let df = df
-            .sort(sort_exprs(&order_columns(table, q.sort)))?
+            .sort(sort_exprs(&order_keys(table, q.sort)))?
             .limit(skip, Some(q.limit))?;
         let mut select: Vec<Expr> = match &q.columns {
             None => schema.fields().iter().map(|f| ident(f.name())).collect(),
@@ -298,6 +369,24 @@ impl EmbeddedStore {
         }
         order.extend(names.iter().map(|n| ident(n).sort(true, true)));
         let mut df = df.aggregate(group_exprs, aggs)?;
+        if q.measures
+            .iter()
+            .any(|m| matches!(m.func, AggFunc::Quantile(_)))
+        {
+            let mut cols: Vec<Expr> = Vec::new();
+            if q.bucket.is_some() {
+                cols.push(ident("__bucket"));
+            }
+            cols.extend(names.iter().map(ident));
+            for (i, m) in q.measures.iter().enumerate() {
+                let name = format!("__m{i}");
+                cols.push(match m.func {
+                    AggFunc::Quantile(p) => quantile(ident(&name), p)?.alias(name),
+                    _ => ident(name),
+                });
+            }
+            df = df.select(cols)?;
+        }
         if !order.is_empty() {
             df = df.sort(order)?;
         }
@@ -340,7 +429,7 @@ impl EmbeddedStore {
             Signal::Logs => &[Table::Logs],
             Signal::Traces => &[Table::Traces],
         };
-        let mut out: Vec<AttributeKey> = Vec::new();
+        let mut out = KeyCounts::default();
         for table in tables {
             let ctx = self.query_context();
             let (df, _reading) = self.frame(&ctx, *table, range).await?;
@@ -356,27 +445,18 @@ impl EmbeddedStore {
                 for b in &batches {
                     let (k, n) = (texts(b, 0)?, ints(b, 1)?);
                     for (k, n) in k.into_iter().zip(n) {
-                        let (Some(key), Some(n)) = (k, n) else {
-                            continue;
-                        };
-                        match out.iter_mut().find(|a| a.map == *map && a.key == key) {
-                            Some(a) => a.count += n as u64,
-                            None => out.push(AttributeKey {
-                                map,
-                                key,
-                                count: n as u64,
-                            }),
+                        if let (Some(key), Some(n)) = (k, n) {
+                            out.add(map, key, n as u64);
                         }
                     }
                 }
             }
         }
-        out.sort_by(|a, b| b.count.cmp(&a.count).then(a.key.cmp(&b.key)));
-        Ok(out)
+        Ok(out.into_sorted())
     }
 
     async fn user_sql(&self, q: &SqlQuery) -> Result<SqlResult, QueryError> {
-        check_select_only(&q.sql)?;
+        check_select_only(&q.sql, &GenericDialect {}, None)?;
         let ctx = self.query_context();
         // The session knows only the signal tables, each already cut to the
         // time range: that is all a statement can see.
@@ -438,9 +518,16 @@ pub fn next_cursor(
 /// One statement, and a query (SELECT / WITH … SELECT / VALUES): no DDL,
 /// DML, SET, COPY or EXPLAIN ANALYZE. Checked on the parsed statement,
 /// not the text.
-pub fn check_select_only(sql: &str) -> Result<(), QueryError> {
+/// `dialect` is the store's SQL dialect; `database`, when given, may
+/// qualify the table names.
+pub fn check_select_only(
+    sql: &str,
+    dialect: &dyn Dialect,
+    database: Option<&str>,
+) -> Result<(), QueryError> {
     let bad = |m: String| QueryError::BadRequest(m);
-    let mut statements = DFParser::parse_sql(sql).map_err(|e| bad(format!("SQL: {e}")))?;
+    let mut statements =
+        DFParser::parse_sql_with_dialect(sql, dialect).map_err(|e| bad(format!("SQL: {e}")))?;
     if statements.len() != 1 {
         return Err(bad(format!(
             "SQL: exactly one statement is accepted, got {}",
@@ -467,8 +554,15 @@ pub fn check_select_only(sql: &str) -> Result<(), QueryError> {
         })
         .unwrap_or_default();
     let unknown = visit_relations(&query, |name| {
-        let n = name.to_string();
-        if Table::from_name(&n).is_none() && !ctes.contains(&n) {
+        let n = name.to_string().replace(['`', '"'], "");
+        let bare = match database {
+            Some(db) => n
+                .strip_prefix(db)
+                .and_then(|r| r.strip_prefix('.'))
+                .unwrap_or(&n),
+            None => &n,
+        };
+        if Table::from_name(bare).is_none() && !ctes.contains(&n) {
             ControlFlow::Break(n)
         } else {
             ControlFlow::Continue(())
@@ -526,7 +620,7 @@ impl Storage for EmbeddedStore {
     }
 
     async fn metric_points(&self, q: &MetricQuery) -> Result<Vec<Row>, QueryError> {
-        let mut rows = Vec::new();
+        let mut per_table = Vec::new();
         for table in Table::METRICS {
             let batches = self
                 .run(async {
@@ -545,16 +639,10 @@ impl Storage for EmbeddedStore {
                     Ok(rows)
                 })
                 .await?;
-            let mut part = to_rows(&batches);
             let kind = table.metric_type().expect("metric table");
-            for row in &mut part {
-                row.insert("MetricType".into(), kind.into());
-            }
-            rows.append(&mut part);
+            per_table.push((kind, to_rows(&batches)));
         }
-        rows.sort_by(|a, b| a["TimeUnix"].as_str().cmp(&b["TimeUnix"].as_str()));
-        rows.truncate(q.limit);
-        Ok(rows)
+        Ok(merge_metric_points(per_table, q.limit))
     }
 
     async fn sql(&self, q: &SqlQuery) -> Result<SqlResult, QueryError> {

@@ -12,7 +12,7 @@ use datafusion::functions::string::expr_fn::{contains, lower};
 use datafusion::functions_nested::expr_fn::{array_element, map_extract};
 use datafusion::logical_expr::{Expr, cast, try_cast};
 use datafusion::prelude::{ident, lit};
-use otelhouse_search::{Bound, CompareOp, Condition, Field, Query};
+use otelhouse_search::{Bound, CompareOp, Condition, Field, Query, token_pattern};
 
 /// The filter selecting the rows `q` matches.
 pub fn filter(q: &Query) -> Expr {
@@ -59,14 +59,7 @@ fn condition(field: &Field, c: &Condition) -> Expr {
             let value = text(field);
             let mut e = tokens
                 .iter()
-                .map(|t| {
-                    // Tokens are alphanumeric, so they carry no regex syntax;
-                    // the boundaries are "not a letter or digit", as tokens are cut.
-                    let pattern = format!(
-                        r"(?:^|[^\p{{Alphabetic}}\p{{N}}]){t}(?:$|[^\p{{Alphabetic}}\p{{N}}])"
-                    );
-                    regexp_like(value.clone(), lit(pattern), Some(lit("i")))
-                })
+                .map(|t| regexp_like(value.clone(), lit(token_pattern(t)), None))
                 .reduce(Expr::and)
                 .unwrap_or(lit(true));
             if let Some(sub) = substring {
