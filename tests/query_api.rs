@@ -495,7 +495,7 @@ async fn the_query_api_answers_every_kind_of_question() {
         .collect();
     assert_eq!(
         increases,
-        [json!(0.0), json!(60.0), json!(60.0), json!(10.0)],
+        [Value::Null, json!(60.0), json!(60.0), json!(10.0)],
         "{points:?}"
     );
     assert_eq!(points[1]["values"][0], 1.0, "60 per minute = 1/s");
@@ -594,6 +594,14 @@ async fn every_limit_has_a_clear_error() {
     let long = "a ".repeat(3000);
     let deep = format!("{}a{}", "(".repeat(40), ")".repeat(40));
     let two_hours_ago = (now_nanos() - 120 * MIN).to_string();
+    let many_columns = (0..60)
+        .map(|i| format!("c{i}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let many_quantiles = (1..20)
+        .map(|i| format!("0.{i:02}"))
+        .collect::<Vec<_>>()
+        .join(",");
     for (path, params, want) in [
         (
             "/api/v1/search",
@@ -619,6 +627,36 @@ async fn every_limit_has_a_clear_error() {
             "/api/v1/search",
             vec![("signal", "logs"), ("q", "body:/regex/")],
             "regular expressions",
+        ),
+        (
+            "/api/v1/search",
+            vec![("signal", "logs"), ("from", "-5")],
+            "between 1970 and 2200",
+        ),
+        (
+            "/api/v1/histogram",
+            vec![("signal", "logs"), ("from", "9223368436854775807")],
+            "between 1970 and 2200",
+        ),
+        (
+            "/api/v1/search",
+            vec![("signal", "logs"), ("columns", many_columns.as_str())],
+            "at most 50",
+        ),
+        (
+            "/api/v1/search",
+            vec![("signal", "logs"), ("q", "timestamp:>5")],
+            "time range",
+        ),
+        (
+            "/api/v1/search",
+            vec![("signal", "logs"), ("sort", "Body")],
+            "not supported",
+        ),
+        (
+            "/api/v1/metrics/series",
+            vec![("name", "x"), ("quantiles", many_quantiles.as_str())],
+            "at most 10",
         ),
         (
             "/api/v1/search",
@@ -664,6 +702,13 @@ async fn every_limit_has_a_clear_error() {
             body["error"].as_str().unwrap().contains(want),
             "{path}: {body}"
         );
+    }
+    // The longest accepted query (thousands of terms) runs; it does not
+    // exhaust the planner's stack.
+    let longest = "x ".repeat(2040);
+    for path in ["/api/v1/search", "/api/v1/histogram"] {
+        let (status, body) = get(&s, token, path, &[("signal", "logs"), ("q", &longest)]).await;
+        assert_eq!(status, 200, "{path}: {body}");
     }
 }
 

@@ -61,15 +61,17 @@ pub fn text(field: &Field, st: &mut Statement) -> String {
     }
 }
 
-/// The field's value as a number; NULL when it is not one.
+/// The field's value as a number; NULL when it is not one (NaN included,
+/// as in the embedded store).
 pub fn number(field: &Field, st: &mut Statement) -> String {
-    match field {
+    let n = match field {
         Field::Column {
             name,
             numeric: true,
         } => format!("toFloat64({})", ident(name)),
         f => format!("toFloat64OrNull({})", text(f, st)),
-    }
+    };
+    format!("if(isNaN({n}), NULL, {n})")
 }
 
 fn compare(n: &str, op: CompareOp, v: f64, st: &mut Statement) -> String {

@@ -266,13 +266,21 @@ pub fn create_table(layout: &Layout, table: Table, retention: Duration) -> Vec<S
             ),
         ),
     };
+    // A retried insert carries the same insert_deduplication_token; plain
+    // MergeTree honours it only with a deduplication window (replicated
+    // tables always do).
+    let dedup = if layout.cluster.is_none() {
+        ", non_replicated_deduplication_window = 1000"
+    } else {
+        ""
+    };
     let body = cols
         .into_iter()
         .chain(indexes)
         .collect::<Vec<_>>()
         .join(",\n");
     let mut out = vec![format!(
-        "CREATE TABLE IF NOT EXISTS {db}.{}{on_cluster}\n(\n{body}\n)\nENGINE = {engine}\nPARTITION BY {partition}\nORDER BY {order}\n{}\nSETTINGS index_granularity = 8192, ttl_only_drop_parts = 1",
+        "CREATE TABLE IF NOT EXISTS {db}.{}{on_cluster}\n(\n{body}\n)\nENGINE = {engine}\nPARTITION BY {partition}\nORDER BY {order}\n{}\nSETTINGS index_granularity = 8192, ttl_only_drop_parts = 1{dedup}",
         ident(&local),
         retention_ttl(table, retention),
     )];

@@ -9,8 +9,8 @@ use otelhouse_search::{Field, Query};
 use otelhouse_storage::reads::{OrderKey, attribute_maps, next_cursor, order_keys, table_of};
 use otelhouse_storage::{
     AggFunc, AggregateQuery, AggregateRow, AttributeKey, KeyCounts, Measure, MetricQuery,
-    QueryError, Row, SearchPage, SearchQuery, SortValue, SqlQuery, SqlResult, Storage, TableStats,
-    TimeRange, merge_metric_points,
+    QueryError, Row, SearchPage, SearchQuery, Sort, SortValue, SqlQuery, SqlResult, Storage,
+    TableStats, TimeRange, merge_metric_points,
 };
 use serde_json::Value;
 use sqlparser::dialect::ClickHouseDialect;
@@ -41,12 +41,12 @@ pub struct ClickHouseReader {
     limits: ReadLimits,
 }
 
-impl From<ClickHouseError> for QueryError {
-    fn from(e: ClickHouseError) -> Self {
+impl ClickHouseReader {
+    fn error(&self, e: ClickHouseError) -> QueryError {
         match e {
             // TIMEOUT_EXCEEDED
             ClickHouseError::Server { code: 159, .. } => {
-                QueryError::Timeout(std::time::Duration::ZERO)
+                QueryError::Timeout(self.limits.max_execution_time)
             }
             // TOO_MANY_ROWS, MEMORY_LIMIT_EXCEEDED
             ClickHouseError::Server {
@@ -90,6 +90,25 @@ fn where_clause(table: Table, q: &Query, range: TimeRange, st: &mut Statement) -
     }
 }
 
+/// The ORDER BY of a search: the same keys as the embedded store's
+/// (`order_keys`).
+fn order_by(table: Table, sort: Sort) -> String {
+    order_keys(table, sort)
+        .iter()
+        .map(|(k, desc)| {
+            let e = match k {
+                OrderKey::Column(c) => ident(c),
+                OrderKey::MapText(m) => format!(
+                    "concat(arrayStringConcat(mapKeys({m}), '\\x1F'), '\\x1E', arrayStringConcat(mapValues({m}), '\\x1F'))",
+                    m = ident(m)
+                ),
+            };
+            format!("{e} {}", if *desc { "DESC" } else { "ASC" })
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn json_lines(body: &[u8]) -> Result<Vec<Row>, QueryError> {
     body.split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())
@@ -121,6 +140,33 @@ fn measure_sql(m: &Measure, st: &mut Statement) -> Result<String, QueryError> {
         AggFunc::Quantile(p) => format!("quantileExactInclusive({p})({})", field(st, number)?),
         AggFunc::CountDistinct => format!("uniqExact({})", field(st, text)?),
     })
+}
+
+/// ClickHouse writes a whole Float64 as `0`; the rows' Float64 columns
+/// hold JSON floats (`0.0`), as the embedded store writes them.
+fn floats_as_floats(table: Table, rows: &mut [Row]) {
+    use arrow::datatypes::DataType;
+    let float = |v: &mut Value| {
+        if let Some(f) = v.as_f64()
+            && let Some(n) = serde_json::Number::from_f64(f)
+        {
+            *v = Value::Number(n);
+        }
+    };
+    for field in table.schema().fields() {
+        let list = match field.data_type() {
+            DataType::Float64 => false,
+            DataType::List(item) if item.data_type() == &DataType::Float64 => true,
+            _ => continue,
+        };
+        for r in rows.iter_mut() {
+            match r.get_mut(field.name()) {
+                Some(Value::Array(items)) if list => items.iter_mut().for_each(float),
+                Some(v) if !list => float(v),
+                _ => {}
+            }
+        }
+    }
 }
 
 fn as_f64(v: &Value) -> Option<f64> {
@@ -165,7 +211,11 @@ impl ClickHouseReader {
     }
 
     async fn rows(&self, st: &Statement) -> Result<Vec<Row>, QueryError> {
-        let body = self.client.query(st, &self.settings()).await?;
+        let body = self
+            .client
+            .query(st, &self.settings())
+            .await
+            .map_err(|e| self.error(e))?;
         json_lines(&body)
     }
 }
@@ -216,20 +266,7 @@ impl Storage for ClickHouseReader {
             cond = format!("{cond} AND {sort_col} {op} {v}");
             skip = c.skip;
         }
-        let order: Vec<String> = order_keys(table, q.sort)
-            .iter()
-            .map(|(k, desc)| {
-                let e = match k {
-                    OrderKey::Column(c) => ident(c),
-                    OrderKey::MapText(m) => format!(
-                        "concat(arrayStringConcat(mapKeys({m}), '\\x1F'), '\\x1E', arrayStringConcat(mapValues({m}), '\\x1F'))",
-                        m = ident(m)
-                    ),
-                };
-                format!("{e} {}", if *desc { "DESC" } else { "ASC" })
-            })
-            .collect();
-        let order = order.join(", ");
+        let order = order_by(table, q.sort);
         let limit = st.bind("UInt64", q.limit);
         let offset = st.bind("UInt64", skip);
         st.sql = format!(
@@ -403,8 +440,15 @@ impl Storage for ClickHouseReader {
         let id = st.bind("String", trace_id.to_lowercase());
         let limit = st.bind("UInt64", limit);
         st.sql = format!(
-            "SELECT * FROM {} WHERE `TraceId` = {id} ORDER BY `Timestamp` ASC LIMIT {limit} FORMAT JSONEachRow",
-            self.table(Table::Traces)
+            "SELECT * FROM {} WHERE `TraceId` = {id} ORDER BY {} LIMIT {limit} FORMAT JSONEachRow",
+            self.table(Table::Traces),
+            order_by(
+                Table::Traces,
+                Sort {
+                    column: "Timestamp",
+                    descending: false
+                }
+            ),
         );
         self.rows(&st).await
     }
@@ -421,7 +465,9 @@ impl Storage for ClickHouseReader {
                 self.table(table)
             );
             let kind = table.metric_type().expect("metric table");
-            per_table.push((kind, self.rows(&st).await?));
+            let mut rows = self.rows(&st).await?;
+            floats_as_floats(table, &mut rows);
+            per_table.push((kind, rows));
         }
         Ok(merge_metric_points(per_table, q.limit))
     }
@@ -465,15 +511,32 @@ impl Storage for ClickHouseReader {
             ));
         }
         let st = Statement {
-            sql: format!("{}\nFORMAT JSONEachRow", q.sql.trim().trim_end_matches(';')),
+            sql: format!(
+                "{}\nFORMAT JSONCompactEachRowWithNames",
+                q.sql.trim().trim_end_matches(';')
+            ),
             params: Vec::new(),
         };
-        let body = self.client.query(&st, &settings).await?;
-        let mut rows = json_lines(&body)?;
-        let columns = rows
-            .first()
-            .map(|r| r.keys().cloned().collect())
-            .unwrap_or_default();
+        let body = self
+            .client
+            .query(&st, &settings)
+            .await
+            .map_err(|e| self.error(e))?;
+        // Names first (in SELECT order), then one array per row.
+        let mut lines = body.split(|b| *b == b'\n').filter(|l| !l.is_empty());
+        let unreadable = |e: serde_json::Error| {
+            QueryError::Internal(format!("ClickHouse answered unreadable JSON: {e}"))
+        };
+        let columns: Vec<String> = match lines.next() {
+            Some(l) => serde_json::from_slice(l).map_err(unreadable)?,
+            None => Vec::new(),
+        };
+        let mut rows = lines
+            .map(|l| {
+                let values: Vec<Value> = serde_json::from_slice(l).map_err(unreadable)?;
+                Ok(columns.iter().cloned().zip(values).collect::<Row>())
+            })
+            .collect::<Result<Vec<Row>, QueryError>>()?;
         let truncated = rows.len() > q.max_rows;
         rows.truncate(q.max_rows);
         Ok(SqlResult {

@@ -58,6 +58,10 @@ fn attr(key: &str, rng: &mut StdRng) -> Value {
             let code = [200, 404, 500, 503].choose(rng).unwrap().to_string();
             json!({ "intValue": code })
         }
+        // Now and then a value that is not a number, or NaN.
+        "size" if rng.random_bool(0.1) => {
+            json!({"stringValue": *["NaN", "nan", "-0", "1e3", " 7", "inf", "12abc"].choose(rng).unwrap()})
+        }
         "size" => json!({"doubleValue": rng.random_range(0.0..1000.0_f64).round() / 4.0}),
         "cache.hit" => json!({"boolValue": rng.random_bool(0.5)}),
         "http.route" => {
@@ -143,7 +147,52 @@ fn data(rng: &mut StdRng) -> Vec<OtlpRequest> {
         let body = json!({ "resourceSpans": resource_spans }).to_string();
         out.push(OtlpRequest::decode(Signal::Traces, Encoding::Json, body.as_bytes()).unwrap());
     }
+    out.push(metrics(rng));
     out
+}
+
+/// Every metric kind, a few hosts, one metric name each.
+fn metrics(rng: &mut StdRng) -> OtlpRequest {
+    let point = |rng: &mut StdRng, i: i64| {
+        json!({
+            "startTimeUnixNano": T0.to_string(),
+            "timeUnixNano": (T0 + i * 60_000_000_000).to_string(),
+            "attributes": [{"key": "host.name", "value": {"stringValue": format!("h{}", rng.random_range(0..3))}}],
+        })
+    };
+    let with = |mut p: Value, extra: Value| {
+        p.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        p
+    };
+    let mut gauge = Vec::new();
+    let mut sum = Vec::new();
+    let mut hist = Vec::new();
+    let mut exp = Vec::new();
+    let mut summary = Vec::new();
+    for i in 0..20 {
+        gauge.push(with(
+            point(rng, i),
+            json!({"asDouble": rng.random_range(0.0..100.0_f64)}),
+        ));
+        sum.push(with(point(rng, i), json!({"asInt": (i * 7).to_string()})));
+        hist.push(with(point(rng, i), json!({"count": "6", "sum": 21.5, "bucketCounts": ["1", "2", "3"], "explicitBounds": [1.0, 5.0], "min": 0.5, "max": 9.0})));
+        exp.push(with(point(rng, i), json!({"count": "3", "sum": 7.0, "scale": 1, "zeroCount": "1", "positive": {"offset": 2, "bucketCounts": ["1", "1"]}})));
+        summary.push(with(point(rng, i), json!({"count": "4", "sum": 10.0, "quantileValues": [{"quantile": 0.5, "value": 2.0}, {"quantile": 0.99, "value": 4.5}]})));
+    }
+    let body = json!({"resourceMetrics": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "api"}}]},
+        "scopeMetrics": [{"scope": {"name": "meter", "version": "1"}, "metrics": [
+            {"name": "m.gauge", "unit": "%", "gauge": {"dataPoints": gauge}},
+            {"name": "m.sum", "sum": {"dataPoints": sum, "aggregationTemporality": 2, "isMonotonic": true}},
+            {"name": "m.hist", "histogram": {"dataPoints": hist, "aggregationTemporality": 1}},
+            {"name": "m.exp", "exponentialHistogram": {"dataPoints": exp, "aggregationTemporality": 1}},
+            {"name": "m.summary", "summary": {"dataPoints": summary}},
+        ]}],
+    }]})
+    .to_string();
+    OtlpRequest::decode(Signal::Metrics, Encoding::Json, body.as_bytes()).unwrap()
 }
 
 /// A random search in the search language.
@@ -359,6 +408,31 @@ async fn random_searches_return_the_same_rows_on_both_stores() {
         "most random queries should match something ({nonempty})"
     );
 
+    // Metric points of every kind, under a filter, and whole traces.
+    let metrics_catalog = Catalog::new(Signal::Metrics, ["host.name".to_string()]);
+    for name in ["m.gauge", "m.sum", "m.hist", "m.exp", "m.summary"] {
+        for text in ["", "host.name:h1", "-host.name:h2"] {
+            let q = otelhouse_storage::MetricQuery {
+                name: name.into(),
+                filter: parse(text, &metrics_catalog).unwrap(),
+                range,
+                limit: 1000,
+            };
+            let a = embedded.metric_points(&q).await.unwrap();
+            let b = ch.metric_points(&q).await.unwrap();
+            assert!(!a.is_empty() || text.starts_with('-'), "{name} {text}");
+            assert_eq!(a, b, "{name} `{text}`: metric points differ");
+        }
+    }
+    for t in 1..10u32 {
+        let id = format!("{t:032x}");
+        assert_eq!(
+            embedded.trace(&id, 1000).await.unwrap(),
+            ch.trace(&id, 1000).await.unwrap(),
+            "trace {id}"
+        );
+    }
+
     // Attribute keys with counts agree too.
     for signal in [Signal::Logs, Signal::Traces] {
         let a = embedded
@@ -491,6 +565,23 @@ async fn sql_mode_on_clickhouse_is_one_select_over_the_signal_tables_in_range() 
         .await
         .unwrap();
     assert_eq!((r.rows.len(), r.truncated), (2, true));
+    // The per-query time limit: ClickHouse stops the query, the error says so.
+    let slow = ClickHouseReader::new(
+        client.clone(),
+        ReadLimits {
+            max_execution_time: Duration::from_secs(1),
+            ..Default::default()
+        },
+    );
+    match slow
+        .sql(&sql("SELECT sleepEachRow(0.5) FROM otel_logs", T0, 10))
+        .await
+    {
+        Err(e @ otelhouse_storage::QueryError::Timeout(_)) => {
+            assert_eq!(e.to_string(), "query timed out after 1s")
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
     for (bad, why) in [
         ("DROP TABLE otel_logs", "only SELECT"),
         ("INSERT INTO otel_logs (Body) VALUES ('x')", "only SELECT"),
@@ -501,6 +592,15 @@ async fn sql_mode_on_clickhouse_is_one_select_over_the_signal_tables_in_range() 
             "unknown table",
         ),
         ("SELECT * FROM file('/etc/passwd')", "unknown table"),
+        (
+            "SELECT * FROM otel_logs SETTINGS additional_table_filters={'otel.otel_logs':'1'}, max_result_rows=0",
+            "SETTINGS",
+        ),
+        (
+            "SELECT * FROM (SELECT * FROM otel_logs SETTINGS max_execution_time=0)",
+            "SETTINGS",
+        ),
+        ("SELECT * FROM otel_logs FORMAT JSON", "FORMAT"),
     ] {
         match ch.sql(&sql(bad, T0, 10)).await {
             Err(otelhouse_storage::QueryError::BadRequest(m)) => {

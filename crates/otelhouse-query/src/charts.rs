@@ -264,9 +264,12 @@ impl QueryService {
             group_by: vec![service],
             series_limit: limit,
         };
+        // Every service with errors: the busiest by requests need not be
+        // the busiest by errors.
         let errors = AggregateQuery {
             filter: parse(&format!("{entry} AND status:error")),
             measures: vec![count()],
+            series_limit: 100_000,
             ..all.clone()
         };
         let seconds = ((end_of(range) - range.from.unwrap_or(0)) as f64 / 1e9).max(1e-9);
@@ -321,13 +324,13 @@ pub fn chart(
         AggFunc::Count | AggFunc::CountDistinct => Some(0.0),
         _ => None,
     };
+    // Ranges are within 1970..2200 (QueryService::range) and the bucket
+    // count was checked (interval::choose), so this cannot overflow.
     let buckets: Vec<i64> = match bucket {
         Some(w) => {
             let first = from.div_euclid(w) * w;
-            (0..)
-                .map(|i| first + i * w)
-                .take_while(|b| *b <= to)
-                .collect()
+            let n = (to.max(first) - first) / w + 1;
+            (0..n).map(|i| first + i * w).collect()
         }
         None => vec![from],
     };

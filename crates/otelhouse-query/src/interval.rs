@@ -43,7 +43,8 @@ pub fn choose(
         if width < SECOND {
             return Err(bad("`interval` must be at least 1s"));
         }
-        let buckets = span / width + 1;
+        // Buckets start at a multiple of the width, so one more may show.
+        let buckets = span / width + 2;
         if buckets as usize > max_buckets {
             return Err(bad(format!(
                 "`interval` {} gives {buckets} buckets over this range; at most {max_buckets} (use a wider interval or a shorter range)",

@@ -78,6 +78,15 @@ pub fn bad(message: impl Into<String>) -> Error {
     Error::Query(QueryError::BadRequest(message.into()))
 }
 
+/// The latest time a request may name: 2200-01-01 (well inside i64
+/// nanoseconds, so bucket arithmetic cannot overflow).
+pub const LATEST: i64 = 7_258_118_400_000_000_000;
+
+/// Most columns one search may select.
+pub const MAX_COLUMNS: usize = 50;
+/// Most unknown names one request may have looked up in the data.
+const MAX_LOOKUPS: usize = 8;
+
 pub fn now_nanos() -> i64 {
     chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)
 }
@@ -167,6 +176,15 @@ impl QueryService {
     /// The range a request covers: `from` defaults to `default_range`
     /// before `to` (or now); the span may not exceed `max_range`.
     pub fn range(&self, from: Option<i64>, to: Option<i64>) -> Result<TimeRange, Error> {
+        for (name, t) in [("from", from), ("to", to)] {
+            if let Some(t) = t
+                && !(0..=LATEST).contains(&t)
+            {
+                return Err(bad(format!(
+                    "`{name}` must fall between 1970 and 2200, got {t}"
+                )));
+            }
+        }
         let end = to.unwrap_or_else(now_nanos);
         let default = self.limits.default_range.min(self.limits.max_range);
         let from = from.unwrap_or(end.saturating_sub(default.as_nanos() as i64));
@@ -291,7 +309,7 @@ impl QueryService {
     ) -> Result<Query, Error> {
         let mut catalog = self.catalog(signal).await?;
         // Each round confirms one more key; a query names few fields.
-        for _ in 0..16 {
+        for _ in 0..MAX_LOOKUPS {
             match otelhouse_search::parse(text, &catalog) {
                 Ok(q) => return Ok(q),
                 Err(e) => {
@@ -379,6 +397,14 @@ impl QueryService {
                 descending: !r.ascending,
             },
             Some(name) => match catalog.resolve(name) {
+                Ok(Field::Column {
+                    name: long @ ("Body" | "StatusMessage"),
+                    ..
+                }) => {
+                    return Err(bad(format!(
+                        "`sort`: sorting by `{long}` is not supported (a long text); search it instead"
+                    )));
+                }
                 Ok(Field::Column { name, .. }) => Sort {
                     column: name,
                     descending: !r.ascending,
@@ -394,14 +420,35 @@ impl QueryService {
         let columns = match &r.columns {
             None => None,
             Some(names) => {
-                let mut cols = Vec::new();
+                if names.len() > MAX_COLUMNS {
+                    return Err(bad(format!(
+                        "`columns`: at most {MAX_COLUMNS} names, got {}",
+                        names.len()
+                    )));
+                }
+                let mut cols: Vec<Selected> = Vec::new();
+                let mut lookups = 0;
+                let catalog = self.catalog(signal).await?;
                 for name in names {
+                    if name.starts_with("__") {
+                        return Err(bad(format!("`columns`: `{name}` is not a field")));
+                    }
+                    if catalog.resolve(name).is_err() {
+                        lookups += 1;
+                        if lookups > MAX_LOOKUPS {
+                            return Err(bad(format!(
+                                "`columns`: more than {MAX_LOOKUPS} names are neither columns nor known attribute keys"
+                            )));
+                        }
+                    }
                     let field = self.field(signal, name, r.range).await?;
                     let name = match &field {
                         Field::Column { name, .. } => (*name).to_string(),
                         Field::Attribute { .. } => name.clone(),
                     };
-                    cols.push(Selected { name, field });
+                    if !cols.iter().any(|c| c.name == name) {
+                        cols.push(Selected { name, field });
+                    }
                 }
                 Some(cols)
             }

@@ -228,6 +228,9 @@ impl QueryService {
         if r.group_by.len() > 3 {
             return Err(bad("`by`: at most 3 fields"));
         }
+        if r.quantiles.len() > 10 {
+            return Err(bad("`quantiles`: at most 10"));
+        }
         if let Some(q) = r.quantiles.iter().find(|q| !(**q > 0.0 && **q < 1.0)) {
             return Err(bad(format!("quantiles are between 0 and 1, got {q}")));
         }
@@ -295,70 +298,92 @@ impl QueryService {
         let mut accs: BTreeMap<(Vec<Option<String>>, i64), Acc> = BTreeMap::new();
         let mut last_value: BTreeMap<String, (i64, f64)> = BTreeMap::new();
         let mut last_buckets: BTreeMap<String, (i64, Buckets)> = BTreeMap::new();
+        /// What one point adds to its bucket.
+        enum Add {
+            Value(f64),
+            Buckets(Buckets),
+            Quantiles(Vec<(f64, f64)>),
+        }
         for p in &points {
             let Some(t) = nanos(p, "TimeUnix") else {
                 continue;
             };
             let start = nanos(p, "StartTimeUnix").unwrap_or(0);
-            let group = group_fields.iter().map(|f| field_value(p, f)).collect();
-            let acc = accs
-                .entry((group, t.div_euclid(width) * width))
-                .or_default();
-            if counter {
+            let add = if counter {
                 let v = num(p, "Value").unwrap_or(0.0);
-                let delta = if temporality == CUMULATIVE {
-                    let prev = last_value.insert(stream_key(p), (start, v));
-                    match prev {
+                if temporality == CUMULATIVE {
+                    match last_value.insert(stream_key(p), (start, v)) {
                         // A restart (new start time or a smaller value) begins anew.
-                        Some((s, pv)) if s == start && v >= pv => v - pv,
-                        Some(_) => v,
-                        // The first point only sets the base.
+                        Some((s, pv)) if s == start && v >= pv => Add::Value(v - pv),
+                        Some(_) => Add::Value(v),
+                        // The first point of a stream only sets its base.
                         None => continue,
                     }
                 } else {
-                    v
-                };
-                acc.value(delta);
+                    Add::Value(v)
+                }
             } else if histogram {
                 let b = buckets_of(p, &metric_type);
-                let delta = if temporality == CUMULATIVE {
-                    let prev = last_buckets.insert(stream_key(p), (start, b.clone()));
-                    match prev {
-                        Some((s, pb)) if s == start => {
-                            let mut d = Buckets::new();
-                            let mut reset = false;
-                            for (k, c) in &b {
-                                let was = pb.get(k).copied().unwrap_or(0.0);
-                                if *c < was {
-                                    reset = true;
-                                }
-                                d.insert(*k, c - was);
-                            }
-                            if reset { b } else { d }
+                if temporality == CUMULATIVE {
+                    match last_buckets.insert(stream_key(p), (start, b.clone())) {
+                        // Same start and the same buckets: the difference.
+                        Some((s, pb))
+                            if s == start
+                                && pb.keys().eq(b.keys())
+                                && b.iter().all(|(k, c)| *c >= pb[k]) =>
+                        {
+                            Add::Buckets(b.iter().map(|(k, c)| (*k, c - pb[k])).collect())
                         }
-                        Some(_) => b,
+                        // A restart or new bounds: the point counts afresh.
+                        Some(_) => Add::Buckets(b),
                         None => continue,
                     }
                 } else {
-                    b
-                };
-                for (k, c) in delta {
-                    *acc.buckets.entry(k).or_default() += c;
+                    Add::Buckets(b)
                 }
-                acc.n += 1.0;
             } else if metric_type == "summary" {
                 let qs = nums(p, "ValueAtQuantiles.Quantile");
                 let vs = nums(p, "ValueAtQuantiles.Value");
-                for (q, v) in qs.into_iter().zip(vs) {
-                    let e = acc.quantiles.entry(OrdF64(q)).or_default();
-                    e.0 += v;
-                    e.1 += 1.0;
-                }
-                acc.n += 1.0;
+                Add::Quantiles(qs.into_iter().zip(vs).collect())
             } else {
-                acc.value(num(p, "Value").unwrap_or(0.0));
+                Add::Value(num(p, "Value").unwrap_or(0.0))
+            };
+            let group: Vec<Option<String>> =
+                group_fields.iter().map(|f| field_value(p, f)).collect();
+            let acc = accs
+                .entry((group, t.div_euclid(width) * width))
+                .or_default();
+            match add {
+                Add::Value(v) => acc.value(v),
+                Add::Buckets(b) => {
+                    for (k, c) in b {
+                        *acc.buckets.entry(k).or_default() += c;
+                    }
+                    acc.n += 1.0;
+                }
+                Add::Quantiles(qv) => {
+                    for (q, v) in qv {
+                        let e = acc.quantiles.entry(OrdF64(q)).or_default();
+                        e.0 += v;
+                        e.1 += 1.0;
+                    }
+                    acc.n += 1.0;
+                }
             }
         }
+        // The busiest series (most points), at most max_series.
+        let mut weight: BTreeMap<&Vec<Option<String>>, f64> = BTreeMap::new();
+        for ((g, _), acc) in &accs {
+            *weight.entry(g).or_default() += acc.n.max(1.0);
+        }
+        let mut ranked: Vec<_> = weight.into_iter().collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
+        let keep: std::collections::BTreeSet<Vec<Option<String>>> = ranked
+            .into_iter()
+            .take(self.limits.max_series)
+            .map(|(g, _)| g.clone())
+            .collect();
+        accs.retain(|(g, _), _| keep.contains(g));
 
         let seconds = width as f64 / 1e9;
         let quantiles = if r.quantiles.is_empty() {

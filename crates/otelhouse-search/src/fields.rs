@@ -110,6 +110,14 @@ impl Catalog {
         }
     }
 
+    /// A timestamp column (searched by the time range, not by terms).
+    pub fn is_time(&self, name: &str) -> bool {
+        table_of(self.signal)
+            .schema()
+            .field_with_name(name)
+            .is_ok_and(|f| matches!(f.data_type(), DataType::Timestamp(..)))
+    }
+
     /// The columns (schema name, numeric?) a search may name.
     pub fn columns(&self) -> &[(&'static str, bool)] {
         &self.columns

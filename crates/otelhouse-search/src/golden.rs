@@ -206,6 +206,11 @@ fn errors_point_at_the_position() {
     fails("level:error )", "unexpected `)`", 13);
     fails("(level:error", "`(` is never closed", 1);
     fails(
+        "service:api timestamp:>5",
+        "`Timestamp` is the time range: give it as from/to, not in the search",
+        13,
+    );
+    fails(
         "servce:api",
         "unknown field `servce`; did you mean `service`?",
         1,

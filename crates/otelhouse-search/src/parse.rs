@@ -228,6 +228,16 @@ impl Parser<'_> {
                         unknown_field: Some(word.clone()),
                         ..self.err(start, m)
                     })?;
+                    if let Field::Column { name, .. } = &field
+                        && self.catalog.is_time(name)
+                    {
+                        return Err(self.err(
+                            start,
+                            format!(
+                                "`{name}` is the time range: give it as from/to, not in the search"
+                            ),
+                        ));
+                    }
                     self.field_value(field)
                 } else {
                     self.bare(word, start)

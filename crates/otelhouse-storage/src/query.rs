@@ -181,7 +181,13 @@ pub fn merge_metric_points(
         }
         rows.append(&mut part);
     }
-    rows.sort_by(|a, b| a["TimeUnix"].as_str().cmp(&b["TimeUnix"].as_str()));
+    // Time, then the whole point: an order both stores agree on.
+    rows.sort_by_cached_key(|r| {
+        (
+            r["TimeUnix"].as_str().map(str::to_owned),
+            serde_json::to_string(r).unwrap_or_default(),
+        )
+    });
     rows.truncate(limit);
     rows
 }

@@ -20,7 +20,9 @@ use datafusion::logical_expr::{ExprFunctionExt, SortExpr, cast as cast_expr, whe
 use datafusion::prelude::{DataFrame, Expr, ident, lit};
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::parser::{DFParser, Statement as DfStatement};
-use datafusion::sql::sqlparser::ast::{Statement, visit_relations};
+use datafusion::sql::sqlparser::ast::{
+    Query as SqlAst, Statement, Visit, Visitor, visit_relations,
+};
 use datafusion::sql::sqlparser::dialect::{Dialect, GenericDialect};
 use otelhouse_schema::{Signal, Table};
 use otelhouse_search::{Field, Query};
@@ -79,6 +81,11 @@ pub fn order_keys(table: Table, sort: crate::query::Sort) -> Vec<(OrderKey, bool
             (Column("ParentSpanId"), false),
             (Column("Duration"), false),
             (Column("StatusCode"), false),
+            (Column("SpanKind"), false),
+            (Column("TraceState"), false),
+            (Column("StatusMessage"), false),
+            (Column("ScopeName"), false),
+            (Column("ScopeVersion"), false),
             (MapText("SpanAttributes"), false),
             (MapText("ResourceAttributes"), false),
         ]
@@ -92,9 +99,14 @@ pub fn order_keys(table: Table, sort: crate::query::Sort) -> Vec<(OrderKey, bool
             (Column("SeverityNumber"), false),
             (Column("SeverityText"), false),
             (Column("EventName"), false),
+            (Column("TraceFlags"), false),
             (Column("ScopeName"), false),
+            (Column("ScopeVersion"), false),
+            (Column("ScopeSchemaUrl"), false),
+            (Column("ResourceSchemaUrl"), false),
             (MapText("LogAttributes"), false),
             (MapText("ResourceAttributes"), false),
+            (MapText("ScopeAttributes"), false),
         ]
     };
     let mut order = vec![(Column(sort.column), sort.descending)];
@@ -540,6 +552,34 @@ pub fn check_select_only(
     let Statement::Query(query) = *statement else {
         return Err(bad("SQL: only SELECT queries are accepted".into()));
     };
+    // No clause may change how the server runs the query (ClickHouse's
+    // SETTINGS could lift the time range and the limits) or its output.
+    struct Clauses;
+    impl Visitor for Clauses {
+        type Break = &'static str;
+        fn pre_visit_query(&mut self, q: &SqlAst) -> ControlFlow<&'static str> {
+            if q.settings.is_some() {
+                return ControlFlow::Break("SETTINGS");
+            }
+            if q.format_clause.is_some() {
+                return ControlFlow::Break("FORMAT");
+            }
+            if !q.locks.is_empty() {
+                return ControlFlow::Break("FOR UPDATE");
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    if let ControlFlow::Break(clause) = query.visit(&mut Clauses) {
+        return Err(bad(format!(
+            "SQL: {clause} clauses are not accepted; limits and output format are the server's"
+        )));
+    }
+    if let datafusion::sql::sqlparser::ast::SetExpr::Select(select) = query.body.as_ref()
+        && select.into.is_some()
+    {
+        return Err(bad("SQL: SELECT INTO is not accepted".into()));
+    }
     // Tables other than the signal tables (and the query's own CTEs) do
     // not exist in the session either; naming them here gives a clearer
     // error than "table not found".
@@ -609,8 +649,12 @@ impl Storage for EmbeddedStore {
             let ctx = self.query_context();
             let (df, _reading) = self.frame(&ctx, Table::Traces, Default::default()).await?;
             let df = df.filter(ident("TraceId").eq(lit(trace_id.to_lowercase())))?;
+            let oldest_first = crate::query::Sort {
+                column: "Timestamp",
+                descending: false,
+            };
             let df = df
-                .sort(vec![ident("Timestamp").sort(true, true)])?
+                .sort(sort_exprs(&order_keys(Table::Traces, oldest_first)))?
                 .limit(0, Some(limit))?;
             let rows = df.collect().await?;
             drop(_reading);
@@ -998,6 +1042,28 @@ mod tests {
                 Err(QueryError::BadRequest(m)) => assert!(m.contains(why), "{bad}: {m}"),
                 other => panic!("{bad}: expected a refusal, got {other:?}"),
             }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_query_over_its_time_limit_fails_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = StoreOptions {
+            query_timeout: std::time::Duration::from_nanos(1),
+            ..Default::default()
+        };
+        let store = EmbeddedStore::open(dir.path(), opts).unwrap();
+        store
+            .applier()
+            .apply(1, logs(&[("api", T0, "x", &[])]).to_batches());
+        // From a part: reading the file yields, and the deadline is checked.
+        store.flush(true).unwrap();
+        let q = SearchQuery::newest(Signal::Logs, Query::All, TimeRange::default(), 10);
+        match store.search(&q).await {
+            Err(e @ QueryError::Timeout(_)) => {
+                assert_eq!(e.to_string(), "query timed out after 1ns")
+            }
+            other => panic!("expected a timeout, got {other:?}"),
         }
     }
 

@@ -6,8 +6,10 @@ use arrow::array::{
     Array, AsArray, BooleanArray, Float64Array, Int32Array, ListArray, MapArray, StringArray,
     TimestampNanosecondArray, UInt8Array, UInt32Array, UInt64Array,
 };
-use arrow::datatypes::DataType;
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, TimeUnit};
 use arrow::record_batch::RecordBatch;
+use arrow::util::display::{ArrayFormatter, FormatOptions};
 use chrono::{DateTime, SecondsFormat};
 use serde_json::{Map, Value};
 
@@ -73,20 +75,40 @@ fn value(array: &dyn Array, i: usize) -> Value {
             .unwrap()
             .value(i)
             .into(),
-        DataType::Timestamp(_, _) => Value::String(format_timestamp(
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => Value::String(format_timestamp(
             array
                 .as_any()
                 .downcast_ref::<TimestampNanosecondArray>()
                 .unwrap()
                 .value(i),
         )),
+        // SQL mode may produce other units: the same form, via nanoseconds.
+        DataType::Timestamp(_, tz) => {
+            match cast(
+                &array.slice(i, 1),
+                &DataType::Timestamp(TimeUnit::Nanosecond, tz.clone()),
+            ) {
+                Ok(ns) => value(ns.as_ref(), 0),
+                Err(_) => display(array, i),
+            }
+        }
+        DataType::Utf8View | DataType::LargeUtf8 => match cast(&array.slice(i, 1), &DataType::Utf8)
+        {
+            Ok(s) => value(s.as_ref(), 0),
+            Err(_) => display(array, i),
+        },
         DataType::Map(_, _) => {
             let entries = array.as_any().downcast_ref::<MapArray>().unwrap().value(i);
-            let keys = entries.column(0).as_string::<i32>();
-            let values = entries.column(1);
+            let (keys, values) = (entries.column(0), entries.column(1));
             Value::Object(
                 (0..entries.len())
-                    .map(|j| (keys.value(j).to_owned(), value(values, j)))
+                    .map(|j| {
+                        let key = match value(keys.as_ref(), j) {
+                            Value::String(s) => s,
+                            other => other.to_string(),
+                        };
+                        (key, value(values, j))
+                    })
                     .collect(),
             )
         }
@@ -94,7 +116,26 @@ fn value(array: &dyn Array, i: usize) -> Value {
             let items = array.as_any().downcast_ref::<ListArray>().unwrap().value(i);
             Value::Array((0..items.len()).map(|j| value(&items, j)).collect())
         }
-        other => Value::String(format!("<unsupported type {other}>")),
+        DataType::Int8 | DataType::Int16 | DataType::UInt16 => {
+            match cast(&array.slice(i, 1), &DataType::Int64) {
+                Ok(n) => value(n.as_ref(), 0),
+                Err(_) => display(array, i),
+            }
+        }
+        DataType::Float16 | DataType::Float32 => match cast(&array.slice(i, 1), &DataType::Float64)
+        {
+            Ok(n) => value(n.as_ref(), 0),
+            Err(_) => display(array, i),
+        },
+        // Anything else SQL mode can produce: Arrow's own text form.
+        _ => display(array, i),
+    }
+}
+
+fn display(array: &dyn Array, i: usize) -> Value {
+    match ArrayFormatter::try_new(array, &FormatOptions::default()) {
+        Ok(f) => Value::String(f.value(i).to_string()),
+        Err(e) => Value::String(format!("<{}: {e}>", array.data_type())),
     }
 }
 

@@ -8,21 +8,44 @@
 
 use arrow::datatypes::DataType;
 use datafusion::functions::expr_fn::{coalesce, regexp_like};
+use datafusion::functions::math::expr_fn::isnan;
 use datafusion::functions::string::expr_fn::{contains, lower};
 use datafusion::functions_nested::expr_fn::{array_element, map_extract};
-use datafusion::logical_expr::{Expr, cast, try_cast};
+use datafusion::logical_expr::{Expr, cast, try_cast, when};
 use datafusion::prelude::{ident, lit};
+use datafusion::scalar::ScalarValue;
 use otelhouse_search::{Bound, CompareOp, Condition, Field, Query, token_pattern};
 
 /// The filter selecting the rows `q` matches.
 pub fn filter(q: &Query) -> Expr {
     match q {
         Query::All => lit(true),
-        Query::And { of } => of.iter().map(filter).reduce(Expr::and).unwrap_or(lit(true)),
-        Query::Or { of } => of.iter().map(filter).reduce(Expr::or).unwrap_or(lit(false)),
+        Query::And { of } => balanced(of.iter().map(filter).collect(), Expr::and, lit(true)),
+        Query::Or { of } => balanced(of.iter().map(filter).collect(), Expr::or, lit(false)),
         Query::Not { query } => !filter(query),
         Query::Term(t) => coalesce(vec![condition(&t.field, &t.condition), lit(false)]),
     }
+}
+
+/// `a op b op c …` as a balanced tree: a long query (`x x x …`, thousands
+/// of terms) must not become a chain deep enough to exhaust the stack in
+/// the planner's recursion.
+fn balanced(mut items: Vec<Expr>, op: fn(Expr, Expr) -> Expr, empty: Expr) -> Expr {
+    if items.is_empty() {
+        return empty;
+    }
+    while items.len() > 1 {
+        let mut next = Vec::with_capacity(items.len().div_ceil(2));
+        let mut it = items.into_iter();
+        while let Some(a) = it.next() {
+            next.push(match it.next() {
+                Some(b) => op(a, b),
+                None => a,
+            });
+        }
+        items = next;
+    }
+    items.pop().expect("one left")
 }
 
 /// The field's value as text (attributes: the first map that has the key).
@@ -45,12 +68,17 @@ pub(crate) fn text(field: &Field) -> Expr {
     }
 }
 
-/// The field's value as a number; NULL (no match) when it is not one.
+/// The field's value as a number; NULL (no match) when it is not one,
+/// NaN included (Arrow orders NaN above every number; ClickHouse, as
+/// IEEE, compares it with nothing).
 pub(crate) fn number(field: &Field) -> Expr {
-    match field {
+    let n = match field {
         Field::Column { name, .. } => try_cast(ident(*name), DataType::Float64),
         Field::Attribute { .. } => try_cast(text(field), DataType::Float64),
-    }
+    };
+    when(isnan(n.clone()), lit(ScalarValue::Float64(None)))
+        .otherwise(n)
+        .expect("a CASE with a branch")
 }
 
 fn condition(field: &Field, c: &Condition) -> Expr {
