@@ -39,8 +39,11 @@ def call(base, token, path, params=None, body=None):
     req = urllib.request.Request(url, data=data, headers={"Authorization": f"Bearer {token}",
                                                           "Content-Type": "application/json"})
     t = time.perf_counter()
-    with urllib.request.urlopen(req, timeout=120) as r:
-        payload = json.loads(r.read())
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            payload = json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        raise RuntimeError(f"{path} {params or body}: {e.code} {e.read().decode()}") from None
     return (time.perf_counter() - t) * 1e3, payload
 
 
@@ -88,9 +91,11 @@ def main():
     p.add_argument("--hours", type=int, default=24)
     p.add_argument("--runs", type=int, default=7)
     p.add_argument("--settle-seconds", type=int, default=30)
+    p.add_argument("--work", help="keep the server's data here; a second run reuses it (no replay)")
     args = p.parse_args()
 
-    work = tempfile.mkdtemp(prefix="otelhouse-query-api-")
+    work = args.work or tempfile.mkdtemp(prefix="otelhouse-query-api-")
+    os.makedirs(work, exist_ok=True)
     server = None
     try:
         dataset = args.dataset or os.path.join(work, "dataset")
@@ -100,23 +105,34 @@ def main():
                  "--rare-every", str(max(1, args.logs // 10))])
         summary = json.load(open(os.path.join(dataset, "dataset.json")))
         data = os.path.join(work, "data")
-        creds = json.loads(run([args.otelhouse, "init", "--json", "--data-dir", data]).stdout)
+        creds_file = os.path.join(work, "creds.json")
+        reuse = os.path.exists(creds_file)
+        if reuse:
+            creds = json.load(open(creds_file))
+        else:
+            creds = json.loads(run([args.otelhouse, "init", "--json", "--data-dir", data]).stdout)
+            json.dump(creds, open(creds_file, "w"))
         log = open(os.path.join(work, "server.log"), "w")
         server = subprocess.Popen(
             [args.otelhouse, "serve", "--data-dir", data, "--otlp-grpc-addr", "127.0.0.1:0",
              "--otlp-http-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
              "--maintenance-interval", "1s"], stdout=log, stderr=log)
-        for _ in range(100):
-            if os.path.exists(os.path.join(data, "listen.json")):
+        listen = os.path.join(data, "listen.json")
+        if os.path.exists(listen):
+            os.remove(listen)
+        for _ in range(600):
+            if os.path.exists(listen):
                 break
             time.sleep(0.1)
-        addrs = json.load(open(os.path.join(data, "listen.json")))
-        t0 = time.time()
-        run([args.loadgen, "replay", "--dir", dataset, "--endpoint", addrs["otlp_grpc"],
-             "--key", creds["ingestion_key"]])
-        ingest_s = time.time() - t0
-        time.sleep(args.settle_seconds)
-        base = "http://" + addrs["api"]
+        addrs = json.load(open(listen))
+        ingest_s = None
+        if not reuse:
+            t0 = time.time()
+            run([args.loadgen, "replay", "--dir", dataset, "--endpoint", addrs["otlp_grpc"],
+                 "--key", creds["ingestion_key"]])
+            ingest_s = round(time.time() - t0, 1)
+            time.sleep(args.settle_seconds)
+        base = "http://" + addrs["http"]
         token = creds["api_token"]
         end = summary["spec"]["end"]
         queries = suite(end, summary["sample_trace_id"])
@@ -137,13 +153,14 @@ def main():
             results.append({"query": name, "api_p50_ms": round(a, 1), "sql_mode_p50_ms": round(b, 1),
                             "ratio": round(a / b, 2), "api_result_size": size(payload),
                             "sql_rows": len(sql_payload["rows"])})
-        print(json.dumps({"dataset": summary["spec"], "ingest_seconds": round(ingest_s, 1),
+        print(json.dumps({"dataset": summary["spec"], "ingest_seconds": ingest_s,
                           "queries": results}, indent=1))
     finally:
         if server:
             server.terminate()
             server.wait()
-        shutil.rmtree(work, ignore_errors=True)
+        if not args.work:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -91,7 +91,15 @@ fn condition(field: &Field, c: &Condition, st: &mut Statement) -> String {
             let value = text(field, st);
             let mut parts: Vec<String> = tokens
                 .iter()
-                .map(|t| format!("match({value}, {})", st.bind("String", token_pattern(t))))
+                .map(|t| {
+                    // The substring first (cheap; and() short-circuits), as
+                    // in the embedded store.
+                    let sub = contains(&value, t, st);
+                    format!(
+                        "{sub} AND match({value}, {})",
+                        st.bind("String", token_pattern(t))
+                    )
+                })
                 .collect();
             if let Some(sub) = substring {
                 parts.push(contains(&value, sub, st));

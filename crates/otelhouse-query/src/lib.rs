@@ -57,7 +57,7 @@ impl Default for Limits {
             max_range: Duration::from_secs(31 * 24 * 3600),
             default_range: Duration::from_secs(24 * 3600),
             max_series: 100,
-            max_buckets: 1_000,
+            max_buckets: 2_000,
             max_points: 200_000,
             key_sample_rows: 100_000,
             catalog_ttl: Duration::from_secs(30),
@@ -96,6 +96,8 @@ pub fn now_nanos() -> i64 {
 #[derive(Default)]
 struct KnownKeys {
     listed_at: Option<Instant>,
+    /// A refresh is running in the background.
+    refreshing: bool,
     listed: Vec<AttributeKey>,
     looked_up: HashMap<String, (bool, Instant)>,
 }
@@ -104,7 +106,7 @@ struct KnownKeys {
 pub struct QueryService {
     storage: Arc<dyn Storage>,
     pub limits: Limits,
-    known: Mutex<HashMap<Signal, KnownKeys>>,
+    known: Arc<Mutex<HashMap<Signal, KnownKeys>>>,
 }
 
 /// A page of rows and the cursor of the next one.
@@ -165,7 +167,7 @@ impl QueryService {
         QueryService {
             storage,
             limits,
-            known: Mutex::default(),
+            known: Arc::default(),
         }
     }
 
@@ -216,17 +218,26 @@ impl QueryService {
         Ok(limit)
     }
 
-    /// The catalogue of a signal with the attribute keys known now.
+    /// The catalogue of a signal with the attribute keys known now. The
+    /// first call lists keys (a sample of the default range); later calls
+    /// use that listing and, once it is older than `catalog_ttl`, refresh
+    /// it in the background: a key missing from a stale listing is looked
+    /// up in the data anyway (`parse`), so no request waits for a refresh.
     pub async fn catalog(&self, signal: Signal) -> Result<Catalog, Error> {
-        let stale = {
-            let known = self.known.lock();
-            known
-                .get(&signal)
-                .and_then(|k| k.listed_at)
-                .is_none_or(|t| t.elapsed() > self.limits.catalog_ttl)
+        let (missing, stale) = {
+            let mut known = self.known.lock();
+            let k = known.entry(signal).or_default();
+            let stale = k
+                .listed_at
+                .is_some_and(|t| t.elapsed() > self.limits.catalog_ttl)
+                && !k.refreshing;
+            if stale {
+                k.refreshing = true;
+            }
+            (k.listed_at.is_none(), stale)
         };
-        if stale {
-            let range = self.range(None, None)?;
+        let range = self.range(None, None)?;
+        if missing {
             let listed = self
                 .storage
                 .attribute_keys(signal, range, self.limits.key_sample_rows)
@@ -235,6 +246,25 @@ impl QueryService {
             let k = known.entry(signal).or_default();
             k.listed = listed;
             k.listed_at = Some(Instant::now());
+        } else if stale {
+            let (storage, known, rows) = (
+                self.storage.clone(),
+                self.known.clone(),
+                self.limits.key_sample_rows,
+            );
+            tokio::spawn(async move {
+                let listed = storage.attribute_keys(signal, range, rows).await;
+                let mut known = known.lock();
+                let k = known.entry(signal).or_default();
+                k.refreshing = false;
+                match listed {
+                    Ok(listed) => {
+                        k.listed = listed;
+                        k.listed_at = Some(Instant::now());
+                    }
+                    Err(e) => tracing::warn!(error = %e, "refreshing the attribute keys failed"),
+                }
+            });
         }
         let known = self.known.lock();
         let k = &known[&signal];

@@ -17,7 +17,7 @@ use datafusion::functions_nested::expr_fn::{
     array_element, array_to_string, cardinality, map_keys, map_values,
 };
 use datafusion::logical_expr::{ExprFunctionExt, SortExpr, cast as cast_expr, when};
-use datafusion::prelude::{DataFrame, Expr, ident, lit};
+use datafusion::prelude::{DataFrame, Expr, ident, in_list, lit};
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::parser::{DFParser, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::{
@@ -252,22 +252,29 @@ fn quantile(sorted: Expr, p: f64) -> Result<Expr, QueryError> {
     )
 }
 
-/// Rows whose group values are one of `groups` (`None` = absent).
-fn in_groups(keys: &[Expr], groups: &[Vec<Option<String>>]) -> Expr {
-    groups
+/// Rows whose group columns may form one of `groups` (`None` = absent):
+/// each key's column in the set of its top values (a hash lookup per row);
+/// the caller drops combinations that are not a top group.
+fn in_groups(names: &[String], groups: &[Vec<Option<String>>]) -> Expr {
+    if groups.is_empty() {
+        return lit(false);
+    }
+    names
         .iter()
-        .map(|g| {
-            keys.iter()
-                .zip(g)
-                .map(|(k, v)| match v {
-                    Some(v) => k.clone().eq(lit(v.as_str())),
-                    None => k.clone().is_null(),
-                })
-                .reduce(Expr::and)
-                .unwrap_or(lit(true))
+        .enumerate()
+        .map(|(i, n)| {
+            let mut values: Vec<&str> = groups.iter().filter_map(|g| g[i].as_deref()).collect();
+            values.sort_unstable();
+            values.dedup();
+            let list = in_list(ident(n), values.into_iter().map(lit).collect(), false);
+            if groups.iter().any(|g| g[i].is_none()) {
+                list.or(ident(n).is_null())
+            } else {
+                list
+            }
         })
-        .reduce(Expr::or)
-        .unwrap_or(lit(false))
+        .reduce(Expr::and)
+        .unwrap_or(lit(true))
 }
 
 impl EmbeddedStore {
@@ -331,28 +338,45 @@ impl EmbeddedStore {
         let keys: Vec<Expr> = q.group_by.iter().map(text).collect();
         let names: Vec<String> = (0..keys.len()).map(|i| format!("__g{i}")).collect();
 
-        // The series with the most rows, when grouping.
+        // Each group key is computed once per row, as a column.
         let mut df = df;
-        if !keys.is_empty() {
-            let top = df
-                .clone()
-                .aggregate(
-                    keys.iter()
-                        .zip(&names)
-                        .map(|(k, n)| k.clone().alias(n))
-                        .collect(),
-                    vec![count(lit(1i64)).alias("__n")],
-                )?
+        for (k, n) in keys.iter().zip(&names) {
+            df = df.with_column(n, k.clone())?;
+        }
+        let top_first = |df: DataFrame| -> Result<DataFrame, QueryError> {
+            Ok(df
                 .sort(
                     std::iter::once(ident("__n").sort(false, false))
                         .chain(names.iter().map(|n| ident(n).sort(true, true)))
                         .collect(),
                 )?
-                .limit(0, Some(q.series_limit))?
-                .collect()
-                .await?;
+                .limit(0, Some(q.series_limit))?)
+        };
+        let aggs = |with_count: bool| -> Result<Vec<Expr>, QueryError> {
+            let mut out = q
+                .measures
+                .iter()
+                .enumerate()
+                .map(|(i, m)| Ok(measure_expr(m)?.alias(format!("__m{i}"))))
+                .collect::<Result<Vec<_>, QueryError>>()?;
+            if with_count {
+                out.push(count(lit(1i64)).alias("__n"));
+            }
+            Ok(out)
+        };
+        // The series with the most rows, when grouping: with one value per
+        // series that is the answer itself (one pass); per bucket, the top
+        // series first, then only their rows.
+        let mut top: Option<Vec<Vec<Option<String>>>> = None;
+        if !keys.is_empty() && q.bucket.is_some() {
+            let batches = top_first(df.clone().aggregate(
+                names.iter().map(ident).collect(),
+                vec![count(lit(1i64)).alias("__n")],
+            )?)?
+            .collect()
+            .await?;
             let mut groups = Vec::new();
-            for b in &top {
+            for b in &batches {
                 let cols = (0..keys.len())
                     .map(|i| texts(b, i))
                     .collect::<Result<Vec<_>, _>>()?;
@@ -360,7 +384,8 @@ impl EmbeddedStore {
                     groups.push(cols.iter().map(|c| c[r].clone()).collect::<Vec<_>>());
                 }
             }
-            df = df.filter(in_groups(&keys, &groups))?;
+            df = df.filter(in_groups(&names, &groups))?;
+            top = Some(groups);
         }
 
         let mut group_exprs = Vec::new();
@@ -368,19 +393,12 @@ impl EmbeddedStore {
             let nanos = cast_expr(ident("Timestamp"), DataType::Int64);
             group_exprs.push(((nanos / lit(width)) * lit(width)).alias("__bucket"));
         }
-        group_exprs.extend(keys.iter().zip(&names).map(|(k, n)| k.clone().alias(n)));
-        let aggs = q
-            .measures
-            .iter()
-            .enumerate()
-            .map(|(i, m)| Ok(measure_expr(m)?.alias(format!("__m{i}"))))
-            .collect::<Result<Vec<_>, QueryError>>()?;
-        let mut order: Vec<SortExpr> = Vec::new();
-        if q.bucket.is_some() {
-            order.push(ident("__bucket").sort(true, false));
+        group_exprs.extend(names.iter().map(ident));
+        let one_pass = !keys.is_empty() && q.bucket.is_none();
+        let mut df = df.aggregate(group_exprs, aggs(one_pass)?)?;
+        if one_pass {
+            df = top_first(df)?;
         }
-        order.extend(names.iter().map(|n| ident(n).sort(true, true)));
-        let mut df = df.aggregate(group_exprs, aggs)?;
         if q.measures
             .iter()
             .any(|m| matches!(m.func, AggFunc::Quantile(_)))
@@ -399,6 +417,11 @@ impl EmbeddedStore {
             }
             df = df.select(cols)?;
         }
+        let mut order: Vec<SortExpr> = Vec::new();
+        if q.bucket.is_some() {
+            order.push(ident("__bucket").sort(true, false));
+        }
+        order.extend(names.iter().map(|n| ident(n).sort(true, true)));
         if !order.is_empty() {
             df = df.sort(order)?;
         }
@@ -420,9 +443,15 @@ impl EmbeddedStore {
                 .map(|i| floats(b, offset + keys.len() + i))
                 .collect::<Result<Vec<_>, _>>()?;
             for r in 0..b.num_rows() {
+                let group: Vec<Option<String>> = groups.iter().map(|g| g[r].clone()).collect();
+                // Per-key IN lists admit combinations of top values that
+                // are not themselves top series.
+                if top.as_ref().is_some_and(|t| !t.contains(&group)) {
+                    continue;
+                }
                 out.push(AggregateRow {
                     bucket: buckets[r],
-                    group: groups.iter().map(|g| g[r].clone()).collect(),
+                    group,
                     values: values.iter().map(|v| v[r]).collect(),
                 });
             }

@@ -87,7 +87,17 @@ fn condition(field: &Field, c: &Condition) -> Expr {
             let value = text(field);
             let mut e = tokens
                 .iter()
-                .map(|t| regexp_like(value.clone(), lit(token_pattern(t)), None))
+                .map(|t| {
+                    // A cheap case-insensitive substring test first (the
+                    // Parquet row filter evaluates conjuncts in turn), the
+                    // regex only on the rows that pass it. Tokens are
+                    // alphanumeric: no LIKE wildcards.
+                    value.clone().ilike(lit(format!("%{t}%"))).and(regexp_like(
+                        value.clone(),
+                        lit(token_pattern(t)),
+                        None,
+                    ))
+                })
                 .reduce(Expr::and)
                 .unwrap_or(lit(true));
             if let Some(sub) = substring {
