@@ -41,28 +41,6 @@ pub struct ClickHouseReader {
     limits: ReadLimits,
 }
 
-impl ClickHouseReader {
-    fn error(&self, e: ClickHouseError) -> QueryError {
-        match e {
-            // TIMEOUT_EXCEEDED
-            ClickHouseError::Server { code: 159, .. } => {
-                QueryError::Timeout(self.limits.max_execution_time)
-            }
-            // TOO_MANY_ROWS, MEMORY_LIMIT_EXCEEDED
-            ClickHouseError::Server {
-                code: 158 | 241,
-                message,
-            } => QueryError::TooBig(message),
-            // SYNTAX_ERROR, UNKNOWN_TABLE, UNKNOWN_IDENTIFIER, READONLY, ACCESS_DENIED, …
-            ClickHouseError::Server {
-                code: 62 | 60 | 47 | 164 | 497 | 46 | 43 | 81,
-                message,
-            } => QueryError::BadRequest(message),
-            e => QueryError::Internal(e.to_string()),
-        }
-    }
-}
-
 fn time_cond(column: &str, range: TimeRange, st: &mut Statement) -> String {
     let mut parts = vec!["1".to_string()];
     if let Some(from) = range.from {
@@ -188,6 +166,27 @@ fn as_text(v: &Value) -> Option<String> {
 impl ClickHouseReader {
     pub fn new(client: Client, limits: ReadLimits) -> Self {
         ClickHouseReader { client, limits }
+    }
+
+    /// A ClickHouse error as the query error the API reports.
+    fn error(&self, e: ClickHouseError) -> QueryError {
+        match e {
+            // TIMEOUT_EXCEEDED
+            ClickHouseError::Server { code: 159, .. } => {
+                QueryError::Timeout(self.limits.max_execution_time)
+            }
+            // TOO_MANY_ROWS, MEMORY_LIMIT_EXCEEDED
+            ClickHouseError::Server {
+                code: 158 | 241,
+                message,
+            } => QueryError::TooBig(message),
+            // SYNTAX_ERROR, UNKNOWN_TABLE, UNKNOWN_IDENTIFIER, READONLY, ACCESS_DENIED, …
+            ClickHouseError::Server {
+                code: 62 | 60 | 47 | 164 | 497 | 46 | 43 | 81,
+                message,
+            } => QueryError::BadRequest(message),
+            e => QueryError::Internal(e.to_string()),
+        }
     }
 
     fn table(&self, t: Table) -> String {
@@ -409,13 +408,8 @@ impl Storage for ClickHouseReader {
         range: TimeRange,
         sample_rows: usize,
     ) -> Result<Vec<AttributeKey>, QueryError> {
-        let tables: &[Table] = match signal {
-            Signal::Metrics => &Table::METRICS,
-            Signal::Logs => &[Table::Logs],
-            Signal::Traces => &[Table::Traces],
-        };
         let mut out = KeyCounts::default();
-        for table in tables {
+        for table in signal.tables() {
             for map in attribute_maps(signal) {
                 let mut st = Statement::default();
                 let cond = time_cond(table.time_column(), range, &mut st);

@@ -465,13 +465,8 @@ impl EmbeddedStore {
         range: crate::TimeRange,
         sample_rows: usize,
     ) -> Result<Vec<AttributeKey>, QueryError> {
-        let tables: &[Table] = match signal {
-            Signal::Metrics => &Table::METRICS,
-            Signal::Logs => &[Table::Logs],
-            Signal::Traces => &[Table::Traces],
-        };
         let mut out = KeyCounts::default();
-        for table in tables {
+        for table in signal.tables() {
             let ctx = self.query_context();
             let (df, _reading) = self.frame(&ctx, *table, range).await?;
             let df = time_filter(df, table.time_column(), range)?.limit(0, Some(sample_rows))?;

@@ -55,12 +55,8 @@ async fn search(State(s): State<ApiState>, Query(p): Q) -> Answer {
         Some("asc") => true,
         Some(o) => return Err(bad(format!("`order` must be asc or desc, got {o:?}"))),
     };
-    let signal = p.signal(None)?;
-    if signal.is_none() {
-        return Err(bad("`signal` must be logs or traces"));
-    }
     let r = SearchRequest {
-        signal,
+        signal: p.signal(None)?,
         q: p.text("q")?,
         range: p.range(&s.query)?,
         columns: p.get("columns")?.map(|_| p.list("columns")).transpose()?,
