@@ -25,12 +25,8 @@ import time
 import urllib.parse
 import urllib.request
 
+from common import add_dataset_args, ensure_dataset, run
 
-def run(cmd):
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    if out.returncode != 0:
-        raise RuntimeError(f"{cmd[:3]} failed ({out.returncode}): {out.stderr[-2000:]}")
-    return out
 
 
 def call(base, token, path, params=None, body=None):
@@ -85,10 +81,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--otelhouse", required=True)
     p.add_argument("--loadgen", required=True)
-    p.add_argument("--dataset", help="dataset directory (generated when missing)")
-    p.add_argument("--logs", type=int, default=10_000_000)
-    p.add_argument("--spans", type=int, default=2_000_000)
-    p.add_argument("--hours", type=int, default=24)
+    add_dataset_args(p)
     p.add_argument("--runs", type=int, default=7)
     p.add_argument("--settle-seconds", type=int, default=30)
     p.add_argument("--work", help="keep the server's data here; a second run reuses it (no replay)")
@@ -99,11 +92,7 @@ def main():
     server = None
     try:
         dataset = args.dataset or os.path.join(work, "dataset")
-        if not os.path.exists(os.path.join(dataset, "dataset.json")):
-            run([args.loadgen, "dataset", "--out", dataset, "--logs", str(args.logs),
-                 "--spans", str(args.spans), "--hours", str(args.hours),
-                 "--rare-every", str(max(1, args.logs // 10))])
-        summary = json.load(open(os.path.join(dataset, "dataset.json")))
+        summary = ensure_dataset(args, dataset)
         data = os.path.join(work, "data")
         creds_file = os.path.join(work, "creds.json")
         reuse = os.path.exists(creds_file)

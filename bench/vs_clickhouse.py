@@ -31,6 +31,8 @@ import urllib.request
 import chdb  # noqa: F401  (chdb-core)
 from chdb import session
 
+from common import add_dataset_args, ensure_dataset, run
+
 LOGS_DDL = """
 CREATE TABLE otel.otel_logs (
   Timestamp DateTime64(9) CODEC(Delta(8), ZSTD(1)),
@@ -157,13 +159,6 @@ def queries(d):
     ]
 
 
-def run(cmd, **kw):
-    env = dict(os.environ, RUST_BACKTRACE="0", RUST_LIB_BACKTRACE="0")
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, **kw)
-    if out.returncode != 0:
-        raise RuntimeError(f"{cmd[:3]} failed ({out.returncode}): {out.stderr[-2000:]}")
-    return out
-
 
 def wait_settled(read, limit_s, quiet_s=10):
     """Polls `read()` until it stops changing for quiet_s; returns seconds."""
@@ -251,10 +246,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--otelhouse", required=True)
     p.add_argument("--loadgen", required=True)
-    p.add_argument("--dataset", help="dataset directory (generated when missing)")
-    p.add_argument("--logs", type=int, default=10_000_000)
-    p.add_argument("--spans", type=int, default=2_000_000)
-    p.add_argument("--hours", type=int, default=24)
+    add_dataset_args(p)
     p.add_argument("--runs", type=int, default=7)
     p.add_argument("--settle-limit", type=int, default=600)
     args = p.parse_args()
@@ -262,11 +254,7 @@ def main():
     work = tempfile.mkdtemp(prefix="otelhouse-vs-ch-")
     try:
         dataset = args.dataset or os.path.join(work, "dataset")
-        if not os.path.exists(os.path.join(dataset, "dataset.json")):
-            run([args.loadgen, "dataset", "--out", dataset, "--logs", str(args.logs),
-                 "--spans", str(args.spans), "--hours", str(args.hours),
-                 "--rare-every", str(max(1, args.logs // 10))])
-        summary = json.load(open(os.path.join(dataset, "dataset.json")))
+        summary = ensure_dataset(args, dataset)
         data, ours = otelhouse_side(args, dataset, work)
         s, theirs = clickhouse_side(args, data, work)
         d = {"end": summary["spec"]["end"], "rare_token": "qzxrare7",
