@@ -100,6 +100,17 @@ fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
     dir.join(format!("{first_seq:020}.wal"))
 }
 
+/// The first seqs of the segments in `dir` (their names), ascending.
+fn segment_firsts(dir: &Path) -> Result<Vec<u64>, WalError> {
+    let mut firsts: Vec<u64> = fs::read_dir(dir)
+        .map_err(io_err(dir))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".wal")?.parse().ok())
+        .collect();
+    firsts.sort_unstable();
+    Ok(firsts)
+}
+
 fn sync_dir(dir: &Path) -> Result<(), WalError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -118,12 +129,7 @@ impl Wal {
         mut replay: impl FnMut(Entry),
     ) -> Result<(Wal, Recovery), WalError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
-        let mut firsts: Vec<u64> = fs::read_dir(dir)
-            .map_err(io_err(dir))?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".wal")?.parse().ok())
-            .collect();
-        firsts.sort_unstable();
+        let firsts = segment_firsts(dir)?;
         let mut recovery = Recovery::default();
         let mut segments = Vec::new();
         let mut next_seq = min_next_seq.max(1);
@@ -302,6 +308,69 @@ impl Wal {
     }
 }
 
+/// Reads entries `from..=through` of the WAL in `dir`, stopping early once
+/// `max_bytes` of payload are read (always at least one entry), without
+/// taking the writer's lock: a sink that keeps its backlog on disk (the
+/// ClickHouse shipper) reads entries back long after they were applied.
+/// Only entries already durable may be asked for; the segments holding
+/// them must not be removed meanwhile (the caller decides removal).
+pub fn read_entries(
+    dir: &Path,
+    from: u64,
+    through: u64,
+    max_bytes: usize,
+) -> Result<Vec<Entry>, WalError> {
+    let firsts = segment_firsts(dir)?;
+    let start = firsts.partition_point(|f| *f <= from).saturating_sub(1);
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    for first in &firsts[start..] {
+        if *first > through || (bytes >= max_bytes && !out.is_empty()) {
+            break;
+        }
+        let path = segment_path(dir, *first);
+        let mut f =
+            io::BufReader::with_capacity(1 << 20, File::open(&path).map_err(io_err(&path))?);
+        let mut header = [0u8; HEADER];
+        loop {
+            match f.read_exact(&mut header) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
+                Err(e) => return Err(io_err(&path)(e)),
+            }
+            let len = u32::from_le_bytes(header[0..4].try_into().unwrap());
+            let crc = u32::from_le_bytes(header[4..8].try_into().unwrap());
+            let seq = u64::from_le_bytes(header[8..16].try_into().unwrap());
+            if len > MAX_PAYLOAD || seq > through {
+                break;
+            }
+            if seq < from {
+                f.seek_relative(len as i64).map_err(io_err(&path))?;
+                continue;
+            }
+            let mut payload = vec![0u8; len as usize];
+            f.read_exact(&mut payload).map_err(io_err(&path))?;
+            let actual = crc32c::crc32c_append(crc32c::crc32c(&header[8..17]), &payload);
+            if actual != crc {
+                return Err(io_err(&path)(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("entry {seq} fails its checksum"),
+                )));
+            }
+            bytes += payload.len();
+            out.push(Entry {
+                seq,
+                kind: header[16],
+                payload,
+            });
+            if bytes >= max_bytes {
+                return Ok(out);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Reads frames until the first bad one; `accept` may refuse an entry (which
 /// also ends the segment). Returns (length of the good prefix, file length).
 fn read_segment(
@@ -416,6 +485,32 @@ mod tests {
         let (wal, got, _) = open(dir.path());
         assert!(got.is_empty());
         assert_eq!(wal.next_seq(), 11);
+    }
+
+    #[test]
+    fn read_entries_finds_a_range_across_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _, _) = open(dir.path());
+        for i in 0..30u8 {
+            wal.append([(1, &[i; 40][..])]).unwrap();
+            wal.sync().unwrap();
+        }
+        assert!(wal.segments.len() > 3, "spans several segments");
+        let got = read_entries(dir.path(), 7, 22, usize::MAX).unwrap();
+        assert_eq!(
+            got.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            (7..=22).collect::<Vec<_>>()
+        );
+        assert!(got.iter().all(|e| e.payload == vec![e.seq as u8 - 1; 40]));
+        // A byte budget stops early, but never before the first entry.
+        let got = read_entries(dir.path(), 3, 30, 100).unwrap();
+        assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3, 4, 5]);
+        let got = read_entries(dir.path(), 3, 30, 1).unwrap();
+        assert_eq!(got.len(), 1);
+        // Entries already removed are simply not there.
+        wal.remove_through(10).unwrap();
+        let got = read_entries(dir.path(), 1, 30, usize::MAX).unwrap();
+        assert!(got[0].seq > 1 && got.last().unwrap().seq == 30);
     }
 
     #[test]
