@@ -72,8 +72,10 @@ Not implemented:
   `http_response_buffer_size`, `cancel_http_readonly_queries_on_client_close` are
   accepted and ignored (a query is never cancelled when the client goes away).
   There are no mid-stream exceptions (X-ClickHouse-Exception-Tag) as nothing streams.
+- HTTPS with --tls-cert/--tls-key (and client certificates with --tls-client-ca),
+  by Python's ssl module rather than ClickHouse's <openSSL> section.
 - Brotli and snappy Content-Encoding; external tables (multipart/form-data);
-  parameters in the form body; HTTPS; /replicas_status, /play, /dashboard;
+  parameters in the form body; /replicas_status, /play, /dashboard;
   custom http_handlers; `stacktrace`.
 - Query parameters inside the statement part of an `INSERT ... FORMAT` whose data
   is not UTF-8 text (chdb's streaming insert takes no parameters; with text data
@@ -84,6 +86,7 @@ Not implemented:
 from __future__ import annotations
 
 import argparse
+import ssl
 import base64
 import bz2
 import gzip
@@ -856,6 +859,9 @@ def main(argv=None):
     ap.add_argument("--no-stdin-watch", action="store_true",
                     help="do not stop at EOF on stdin (for running by hand)")
     ap.add_argument("--verbose", action="store_true", help="log requests to stderr")
+    ap.add_argument("--tls-cert", help="serve HTTPS with this PEM certificate (and --tls-key)")
+    ap.add_argument("--tls-key")
+    ap.add_argument("--tls-client-ca", help="require client certificates from this CA (mTLS)")
     args = ap.parse_args(argv)
 
     users = {}
@@ -869,6 +875,16 @@ def main(argv=None):
     engine = Engine(os.path.abspath(args.data_dir))
     Handler.engine, Handler.users, Handler.verbose = engine, users, args.verbose
     server = Server(("127.0.0.1", args.port), Handler)
+    if args.tls_cert:
+        # HTTPS like ClickHouse's https_port: the handshake happens at accept;
+        # a failed one drops that connection only.
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(args.tls_cert, args.tls_key)
+        if args.tls_client_ca:
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            ctx.load_verify_locations(args.tls_client_ca)
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
 
     stopping = threading.Event()
 

@@ -18,6 +18,8 @@ pub struct Connection {
     /// PEM file of the CA that signed the server's certificate (default:
     /// the system's roots).
     pub ca_file: Option<std::path::PathBuf>,
+    /// PEM certificate and key otelhouse presents (mTLS).
+    pub client_cert: Option<(std::path::PathBuf, std::path::PathBuf)>,
     /// For tests only; logged loudly.
     pub insecure_skip_verify: bool,
     pub timeout: Duration,
@@ -127,6 +129,27 @@ impl Client {
                 .add_root_certificate(cert)
                 .tls_built_in_root_certs(false);
         }
+        if let Some((cert, key)) = &conn.client_cert {
+            let mut pem = std::fs::read(cert).map_err(|e| {
+                ClickHouseError::Config(format!(
+                    "reading the client certificate {}: {e}",
+                    cert.display()
+                ))
+            })?;
+            pem.push(b'\n');
+            pem.extend(std::fs::read(key).map_err(|e| {
+                ClickHouseError::Config(format!("reading the client key {}: {e}", key.display()))
+            })?);
+            let identity = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                ClickHouseError::Config(format!(
+                    "client certificate {} / key {}: {}",
+                    cert.display(),
+                    key.display(),
+                    error_chain(&e)
+                ))
+            })?;
+            http = http.identity(identity);
+        }
         if conn.insecure_skip_verify {
             tracing::warn!(
                 url = %conn.url,
@@ -144,6 +167,15 @@ impl Client {
         &self.conn.database
     }
 
+    /// The same connection without a current database: for statements
+    /// that must work before the database exists (ClickHouse refuses any
+    /// request naming an unknown `database`).
+    pub fn without_database(&self) -> Client {
+        let mut c = self.clone();
+        c.conn.database.clear();
+        c
+    }
+
     /// Runs a statement; returns the response body (in the statement's
     /// FORMAT). `settings` apply to this statement only.
     pub async fn query(
@@ -154,14 +186,18 @@ impl Client {
         self.send(st, settings, None).await
     }
 
-    /// `INSERT INTO … FORMAT …` (in `st`) with `body` as the data.
+    /// `INSERT INTO … FORMAT …` (in `st`) with `body` as the data, sent
+    /// LZ4-compressed (`Content-Encoding: lz4`, the LZ4 frame format):
+    /// telemetry compresses several-fold and LZ4 costs little CPU.
     pub async fn insert(
         &self,
         st: &Statement,
         settings: &[(&str, String)],
         body: Vec<u8>,
     ) -> Result<(), ClickHouseError> {
-        self.send(st, settings, Some(body)).await.map(|_| ())
+        self.send(st, settings, Some(lz4_frame(&body)?))
+            .await
+            .map(|_| ())
     }
 
     async fn send(
@@ -170,7 +206,10 @@ impl Client {
         settings: &[(&str, String)],
         body: Option<Vec<u8>>,
     ) -> Result<Bytes, ClickHouseError> {
-        let mut url: Vec<(String, String)> = vec![("database".into(), self.conn.database.clone())];
+        let mut url: Vec<(String, String)> = Vec::new();
+        if !self.conn.database.is_empty() {
+            url.push(("database".into(), self.conn.database.clone()));
+        }
         for p in &st.params {
             url.push((format!("param_{}", p.name), escape_param(&p.value)));
         }
@@ -181,7 +220,10 @@ impl Client {
             // The statement travels in the URL, the data in the body.
             Some(data) => {
                 url.push(("query".into(), st.sql.clone()));
-                self.http.post(&self.conn.url).body(data)
+                self.http
+                    .post(&self.conn.url)
+                    .header("Content-Encoding", "lz4")
+                    .body(data)
             }
             None => self.http.post(&self.conn.url).body(st.sql.clone()),
         };
@@ -193,7 +235,7 @@ impl Client {
             .await
             .map_err(|e| ClickHouseError::Unreachable {
                 url: self.conn.url.clone(),
-                why: error_chain(&e),
+                why: handshake_reason(&error_chain(&e)),
             })?;
         let code = resp
             .headers()
@@ -219,6 +261,63 @@ impl Client {
     }
 }
 
+fn lz4_frame(data: &[u8]) -> Result<Vec<u8>, ClickHouseError> {
+    use std::io::Write as _;
+    let mut enc = lz4_flex::frame::FrameEncoder::new(Vec::with_capacity(data.len() / 4));
+    enc.write_all(data)
+        .and_then(|()| enc.finish().map_err(std::io::Error::other))
+        .map_err(|e| ClickHouseError::Config(format!("LZ4 compression: {e}")))
+}
+
+/// Puts the reason of a failed TLS handshake first, in words (rustls's
+/// error names are precise but cryptic); other errors pass unchanged.
+pub fn handshake_reason(chain: &str) -> String {
+    const REASONS: [(&str, &str); 11] = [
+        (
+            "UnknownIssuer",
+            "TLS: unknown CA: ClickHouse's certificate is not signed by the CA otelhouse trusts (--clickhouse-ca)",
+        ),
+        (
+            "NotValidForName",
+            "TLS: name mismatch: ClickHouse's certificate is not valid for the host in --clickhouse-url",
+        ),
+        (
+            "not valid for name",
+            "TLS: name mismatch: ClickHouse's certificate is not valid for the host in --clickhouse-url",
+        ),
+        (
+            "certificate expired",
+            "TLS: ClickHouse's certificate has expired",
+        ),
+        (
+            "unknown issuer",
+            "TLS: unknown CA: ClickHouse's certificate is not signed by the CA otelhouse trusts (--clickhouse-ca)",
+        ),
+        ("Expired", "TLS: ClickHouse's certificate has expired"),
+        (
+            "NotValidYet",
+            "TLS: ClickHouse's certificate is not valid yet",
+        ),
+        ("Revoked", "TLS: ClickHouse's certificate is revoked"),
+        (
+            "CertificateRequired",
+            "TLS: ClickHouse requires a client certificate (--clickhouse-client-cert, --clickhouse-client-key)",
+        ),
+        (
+            "UnknownCA",
+            "TLS: ClickHouse does not trust otelhouse's client certificate (unknown CA)",
+        ),
+        (
+            "BadCertificate",
+            "TLS: ClickHouse refused otelhouse's client certificate",
+        ),
+    ];
+    match REASONS.iter().find(|(needle, _)| chain.contains(needle)) {
+        Some((_, reason)) => format!("{reason} ({chain})"),
+        None => chain.to_string(),
+    }
+}
+
 /// An error with its causes ("… : invalid peer certificate: UnknownIssuer").
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
@@ -234,6 +333,24 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn handshake_failures_are_named() {
+        let r = handshake_reason("error sending request: invalid peer certificate: UnknownIssuer");
+        assert!(r.starts_with("TLS: unknown CA"), "{r}");
+        let r = handshake_reason("invalid peer certificate: NotValidForName: ...");
+        assert!(r.starts_with("TLS: name mismatch"), "{r}");
+        let r = handshake_reason(
+            "invalid peer certificate: certificate not valid for name \"127.0.0.1\"; certificate is only valid for DnsName(\"db.example\")",
+        );
+        assert!(r.starts_with("TLS: name mismatch"), "{r}");
+        let r = handshake_reason("invalid peer certificate: Expired");
+        assert!(
+            r.starts_with("TLS: ClickHouse's certificate has expired"),
+            "{r}"
+        );
+        assert_eq!(handshake_reason("connection refused"), "connection refused");
+    }
 
     #[test]
     fn params_are_escaped_as_tsv_fields() {

@@ -6,7 +6,8 @@
 //! - tokens: the same regular expression (`token_pattern`), RE2 here;
 //! - substrings: case-insensitive UTF-8 position;
 //! - attributes: the first listed map that has the key decides;
-//! - numbers: `toFloat64OrNull` (non-numbers never match);
+//! - numbers: `toFloat64OrNull` after trimming ASCII whitespace as Arrow's
+//!   cast does (non-numbers never match);
 //! - every term is two-valued (`ifNull(…, 0)`), so NOT of a condition on a
 //!   missing attribute matches, as in Lucene.
 
@@ -69,7 +70,12 @@ pub fn number(field: &Field, st: &mut Statement) -> String {
             name,
             numeric: true,
         } => format!("toFloat64({})", ident(name)),
-        f => format!("toFloat64OrNull({})", text(f, st)),
+        // Arrow's cast (the embedded store) ignores ASCII whitespace around
+        // a number (space, tab, LF, FF, CR); ClickHouse's parser does not.
+        f => format!(
+            "toFloat64OrNull(trimBoth({}, ' \\t\\n\\x0C\\r'))",
+            text(f, st)
+        ),
     };
     format!("if(isNaN({n}), NULL, {n})")
 }

@@ -108,11 +108,17 @@ fn maps(table: Table) -> Vec<(&'static str, String)> {
         .collect()
 }
 
+/// The TTL in seconds a retention becomes (at least an hour: partitions
+/// are days, and a shorter TTL would only churn).
+pub fn ttl_seconds_for(retention: Duration) -> u64 {
+    retention.as_secs().max(3600)
+}
+
 fn retention_ttl(table: Table, retention: Duration) -> String {
     let column = ident(table.time_column());
     format!(
         "TTL toDateTime({column}) + toIntervalSecond({})",
-        retention.as_secs().max(3600)
+        ttl_seconds_for(retention)
     )
 }
 
@@ -286,17 +292,30 @@ pub fn create_table(layout: &Layout, table: Table, retention: Duration) -> Vec<S
     )];
     if let Some(cluster) = &layout.cluster {
         // Inserts go to the Distributed table, which routes each row to a
-        // shard by rand(); reads fan out to every shard.
+        // shard by `sharding_key`; reads fan out to every shard.
         out.push(format!(
-            "CREATE TABLE IF NOT EXISTS {db}.{}{on_cluster} AS {db}.{}\nENGINE = Distributed({}, {}, {}, rand())",
+            "CREATE TABLE IF NOT EXISTS {db}.{}{on_cluster} AS {db}.{}\nENGINE = Distributed({}, {}, {}, {})",
             ident(name),
             ident(&local),
             ident(cluster),
             ident(&layout.database),
             ident(&local),
+            sharding_key(table),
         ));
     }
     out
+}
+
+/// How the Distributed table picks a row's shard. Deterministic (not
+/// ClickHouse's usual `rand()`): a retried batch must reach the same shards
+/// in the same blocks, or its deduplication token would not match there.
+/// Spans by trace id, so a whole trace lives on one shard; the others by
+/// time and service, which spreads them evenly.
+pub fn sharding_key(table: Table) -> String {
+    match table {
+        Table::Traces => "cityHash64(TraceId)".into(),
+        t => format!("cityHash64({}, ServiceName)", ident(t.time_column())),
+    }
 }
 
 /// `ALTER TABLE … MODIFY TTL` for a changed retention.

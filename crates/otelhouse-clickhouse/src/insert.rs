@@ -1,5 +1,5 @@
 //! Arrow batches (as the OTLP conversion makes them) into ClickStack's
-//! tables as ArrowStream inserts: the embedded store's column names and
+//! tables as Native (or ArrowStream) inserts: the embedded store's column names and
 //! Arrow types map one to one onto the DDL's (see `ddl`).
 
 use arrow::record_batch::RecordBatch;
@@ -36,6 +36,61 @@ pub async fn insert(
     batches: &[RecordBatch],
     dedup_token: Option<&str>,
 ) -> Result<(), ClickHouseError> {
+    insert_with(client, table, batches, dedup_token, &[]).await
+}
+
+/// The wire format of inserts. Native is what otelhouse sends: ClickHouse
+/// parses it fastest (BENCHMARKS.md); ArrowStream stays for comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertFormat {
+    Native,
+    ArrowStream,
+}
+
+impl InsertFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            InsertFormat::Native => "Native",
+            InsertFormat::ArrowStream => "ArrowStream",
+        }
+    }
+
+    pub fn encode(self, batches: &[RecordBatch]) -> Result<Vec<u8>, ClickHouseError> {
+        match self {
+            InsertFormat::Native => crate::native::native(batches),
+            InsertFormat::ArrowStream => arrow_stream(batches),
+        }
+    }
+}
+
+/// [`insert`] with further settings for this insert.
+pub async fn insert_with(
+    client: &Client,
+    table: Table,
+    batches: &[RecordBatch],
+    dedup_token: Option<&str>,
+    extra: &[(&str, String)],
+) -> Result<(), ClickHouseError> {
+    insert_as(
+        client,
+        table,
+        batches,
+        InsertFormat::Native,
+        dedup_token,
+        extra,
+    )
+    .await
+}
+
+/// [`insert_with`] in a chosen format.
+pub async fn insert_as(
+    client: &Client,
+    table: Table,
+    batches: &[RecordBatch],
+    format: InsertFormat,
+    dedup_token: Option<&str>,
+    extra: &[(&str, String)],
+) -> Result<(), ClickHouseError> {
     if batches.iter().all(|b| b.num_rows() == 0) {
         return Ok(());
     }
@@ -47,16 +102,18 @@ pub async fn insert(
         .collect();
     let st = Statement {
         sql: format!(
-            "INSERT INTO {}.{} ({}) FORMAT ArrowStream",
+            "INSERT INTO {}.{} ({}) FORMAT {}",
             ident(client.database()),
             ident(table.name()),
-            columns.join(", ")
+            columns.join(", "),
+            format.name()
         ),
         params: Vec::new(),
     };
     let mut settings = vec![("date_time_input_format", "best_effort".to_string())];
+    settings.extend(extra.iter().cloned());
     if let Some(token) = dedup_token {
         settings.push(("insert_deduplication_token", token.to_string()));
     }
-    client.insert(&st, &settings, arrow_stream(batches)?).await
+    client.insert(&st, &settings, format.encode(batches)?).await
 }

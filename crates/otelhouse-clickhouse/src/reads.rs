@@ -193,7 +193,9 @@ impl ClickHouseReader {
         format!("{}.{}", ident(self.client.database()), ident(t.name()))
     }
 
-    fn settings(&self) -> Vec<(&'static str, String)> {
+    /// The settings every read sends (the query user's settings profile
+    /// must let each of them change: see `provision`).
+    pub fn settings(&self) -> Vec<(&'static str, String)> {
         vec![
             (
                 "max_execution_time",
@@ -495,7 +497,9 @@ impl Storage for ClickHouseReader {
             }
         }
         let mut settings = self.settings();
-        settings.push(("readonly", "2".into()));
+        // 1, not 2: a query user whose profile has readonly = 1 may not
+        // change it, and an unchanged value is not checked.
+        settings.push(("readonly", "1".into()));
         settings.push(("max_result_rows", (q.max_rows + 1).to_string()));
         settings.push(("result_overflow_mode", "break".into()));
         if !filters.is_empty() {

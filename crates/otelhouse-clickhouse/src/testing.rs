@@ -14,6 +14,7 @@ pub struct ChdbFront {
     pub port: u16,
     pub data_dir: PathBuf,
     _dir: Option<tempfile::TempDir>,
+    tls: bool,
 }
 
 /// The repository root (this crate is `crates/otelhouse-clickhouse`).
@@ -39,6 +40,35 @@ impl ChdbFront {
     /// A front on `data_dir` (restart one on the same directory to keep
     /// the tables).
     pub fn start_on(data_dir: &Path) -> ChdbFront {
+        Self::start_on_port(data_dir, 0)
+    }
+
+    /// A front on `data_dir` and a given port (0: any): a restarted front
+    /// on the old port is ClickHouse coming back after an outage.
+    pub fn start_on_port(data_dir: &Path, port: u16) -> ChdbFront {
+        Self::start_with(data_dir, port, &[])
+    }
+
+    /// A front speaking HTTPS with `cert`/`key`, requiring client
+    /// certificates from `client_ca` when given.
+    pub fn start_tls(cert: &Path, key: &Path, client_ca: Option<&Path>) -> ChdbFront {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = vec![
+            "--tls-cert".into(),
+            cert.as_os_str().to_owned(),
+            "--tls-key".into(),
+            key.as_os_str().to_owned(),
+        ];
+        if let Some(ca) = client_ca {
+            args.extend(["--tls-client-ca".into(), ca.as_os_str().to_owned()]);
+        }
+        let mut f = Self::start_with(dir.path(), 0, &args);
+        f._dir = Some(dir);
+        f.tls = true;
+        f
+    }
+
+    fn start_with(data_dir: &Path, port: u16, extra: &[std::ffi::OsString]) -> ChdbFront {
         let python = python();
         assert!(
             python.exists(),
@@ -49,7 +79,8 @@ impl ChdbFront {
             .arg(repo_root().join("tests/support/chdb_front.py"))
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--port", "0", "--max-lifetime", "900"])
+            .args(["--port", &port.to_string(), "--max-lifetime", "900"])
+            .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -69,11 +100,13 @@ impl ChdbFront {
             port,
             data_dir: data_dir.to_path_buf(),
             _dir: None,
+            tls: false,
         }
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     pub fn client(&self, database: &str) -> Client {
@@ -83,6 +116,7 @@ impl ChdbFront {
             password: String::new(),
             database: database.into(),
             ca_file: None,
+            client_cert: None,
             insecure_skip_verify: false,
             timeout: Duration::from_secs(60),
         })

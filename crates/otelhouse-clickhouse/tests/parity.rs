@@ -60,7 +60,7 @@ fn attr(key: &str, rng: &mut StdRng) -> Value {
         }
         // Now and then a value that is not a number, or NaN.
         "size" if rng.random_bool(0.1) => {
-            json!({"stringValue": *["NaN", "nan", "-0", "1e3", " 7", "inf", "12abc"].choose(rng).unwrap()})
+            json!({"stringValue": *["NaN", "nan", "-0", "1e3", " 7", "8\t", "inf", "12abc"].choose(rng).unwrap()})
         }
         "size" => json!({"doubleValue": rng.random_range(0.0..1000.0_f64).round() / 4.0}),
         "cache.hit" => json!({"boolValue": rng.random_bool(0.5)}),

@@ -886,6 +886,34 @@ impl Generator {
     }
 }
 
+/// About `n` generated rows of `table` (logs or spans; whole requests of
+/// 500), converted to Arrow as the server converts them: the input of the
+/// storage and shipping benchmarks.
+pub fn table_rows(
+    table: otelhouse_schema::Table,
+    n: usize,
+) -> Vec<arrow::record_batch::RecordBatch> {
+    let mut g = Generator::new(7);
+    let range = recent_range(3600);
+    let mut out = Vec::new();
+    let mut made = 0;
+    while made < n {
+        let batches = match table {
+            otelhouse_schema::Table::Logs => {
+                otelhouse_otlp::convert::logs(&g.logs_request(500, range))
+            }
+            _ => otelhouse_otlp::convert::traces(&g.spans_request(500, range)),
+        };
+        for (t, b) in batches {
+            if t == table {
+                made += b.num_rows();
+                out.push(b);
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,8 +9,6 @@
 use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
-use otelhouse_loadgen::r#gen::{Generator, recent_range};
-use otelhouse_otlp::convert;
 use otelhouse_schema::Table;
 use otelhouse_storage::part;
 use parquet::arrow::ArrowWriter;
@@ -20,23 +18,7 @@ use parquet::arrow::ArrowWriter;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn rows(table: Table, n: usize) -> Vec<RecordBatch> {
-    let mut g = Generator::new(7);
-    let range = recent_range(3600);
-    let mut out = Vec::new();
-    let mut made = 0;
-    while made < n {
-        let batches = match table {
-            Table::Logs => convert::logs(&g.logs_request(500, range)),
-            _ => convert::traces(&g.spans_request(500, range)),
-        };
-        for (t, b) in batches {
-            if t == table {
-                made += b.num_rows();
-                out.push(b);
-            }
-        }
-    }
-    out
+    otelhouse_loadgen::r#gen::table_rows(table, n)
 }
 
 /// Best of three: the machine is shared, the minimum is the least disturbed.

@@ -816,7 +816,8 @@ impl Iterator for SyncStream {
     }
 }
 
-fn signal_from_kind(kind: u8) -> Option<Signal> {
+/// The signal of a WAL entry kind (see [`kind_of`]).
+pub fn signal_from_kind(kind: u8) -> Option<Signal> {
     Signal::ALL.get(kind as usize).copied()
 }
 
