@@ -2,6 +2,7 @@
 //! `retention`, `sql`, `stats`, `certs`.
 
 mod certs;
+mod clickhouse_cmd;
 mod search_cmd;
 
 use std::path::{Path, PathBuf};
@@ -64,6 +65,8 @@ enum Command {
     /// Search logs or spans on a running server: `otelhouse search 'level:error service:api' --since 1h`
     /// (API token from $OTELHOUSE_API_TOKEN or --token-file).
     Search(Box<search_cmd::SearchArgs>),
+    /// ClickHouse: `provision` least-privilege users and tables, `verify` them.
+    Clickhouse(clickhouse_cmd::ClickHouseArgs),
     /// Rows, parts and bytes on disk per signal and hour partition (reads the data directory).
     Stats {
         #[command(flatten)]
@@ -212,6 +215,11 @@ struct ServeArgs {
     /// Allow a public start while an admin has a default or weak password
     #[arg(long, env = "OTELHOUSE_ALLOW_WEAK_ADMIN_PASSWORD")]
     allow_weak_admin_password: bool,
+    #[command(flatten)]
+    clickhouse: clickhouse_cmd::ClickHouseFlags,
+    /// Allow a public start although ClickHouse is reached without verified TLS
+    #[arg(long, env = "OTELHOUSE_ALLOW_INSECURE_CLICKHOUSE")]
+    allow_insecure_clickhouse: bool,
     /// Print the effective configuration (TOML, secrets redacted) and exit
     #[arg(long)]
     print_config: bool,
@@ -277,6 +285,8 @@ impl ServeArgs {
         c.security.allow_plaintext_behind_proxy |= self.allow_plaintext_behind_proxy;
         c.security.allow_weak_session_secret |= self.allow_weak_session_secret;
         c.security.allow_weak_admin_password |= self.allow_weak_admin_password;
+        self.clickhouse.apply(&mut c.clickhouse);
+        c.clickhouse.allow_insecure_clickhouse |= self.allow_insecure_clickhouse;
         Ok(c)
     }
 }
@@ -515,6 +525,7 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Users(args) => users(args).await,
             Command::Certs(args) => certs::run(args).await,
+            Command::Clickhouse(args) => clickhouse_cmd::run(args).await,
             Command::Init { dir, json } => {
                 let creds = Credentials::open(&dir.data_dir).await?;
                 let initial = creds.initialise().await?;

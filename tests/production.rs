@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -12,71 +12,6 @@ use common::*;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
 use prost::Message;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
-
-fn otelhouse(args: &[&str]) -> std::process::Output {
-    Command::new(BIN).args(args).output().unwrap()
-}
-
-fn ok(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-struct Pki {
-    ca_dir: PathBuf,
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-    client_cert: PathBuf,
-    client_key: PathBuf,
-}
-
-/// A CA, a server certificate for localhost/127.0.0.1 and a client
-/// certificate, made with `otelhouse certs`.
-fn pki(dir: &Path) -> Pki {
-    let ca_dir = dir.join("ca");
-    let d = ca_dir.to_str().unwrap();
-    ok(&otelhouse(&[
-        "certs",
-        "init-ca",
-        "--ca-dir",
-        d,
-        "--name",
-        "Test Org CA",
-    ]));
-    ok(&otelhouse(&[
-        "certs",
-        "issue",
-        "--ca-dir",
-        d,
-        "--dns",
-        "localhost",
-        "--ip",
-        "127.0.0.1",
-    ]));
-    ok(&otelhouse(&[
-        "certs",
-        "issue",
-        "--ca-dir",
-        d,
-        "--client",
-        "--name",
-        "collector-1",
-    ]));
-    Pki {
-        ca: ca_dir.join("ca.crt"),
-        cert: ca_dir.join("localhost.crt"),
-        key: ca_dir.join("localhost.key"),
-        client_cert: ca_dir.join("collector-1.crt"),
-        client_key: ca_dir.join("collector-1.key"),
-        ca_dir,
-    }
-}
 
 impl Pki {
     /// `serve` flags for TLS with this server certificate.

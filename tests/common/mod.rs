@@ -273,3 +273,68 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
     e.write_all(data).unwrap();
     e.finish().unwrap()
 }
+
+pub fn otelhouse(args: &[&str]) -> std::process::Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+pub fn ok(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub struct Pki {
+    pub ca_dir: PathBuf,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+/// A CA, a server certificate for localhost/127.0.0.1 and a client
+/// certificate, made with `otelhouse certs`.
+pub fn pki(dir: &Path) -> Pki {
+    let ca_dir = dir.join("ca");
+    let d = ca_dir.to_str().unwrap();
+    ok(&otelhouse(&[
+        "certs",
+        "init-ca",
+        "--ca-dir",
+        d,
+        "--name",
+        "Test Org CA",
+    ]));
+    ok(&otelhouse(&[
+        "certs",
+        "issue",
+        "--ca-dir",
+        d,
+        "--dns",
+        "localhost",
+        "--ip",
+        "127.0.0.1",
+    ]));
+    ok(&otelhouse(&[
+        "certs",
+        "issue",
+        "--ca-dir",
+        d,
+        "--client",
+        "--name",
+        "collector-1",
+    ]));
+    Pki {
+        ca: ca_dir.join("ca.crt"),
+        cert: ca_dir.join("localhost.crt"),
+        key: ca_dir.join("localhost.key"),
+        client_cert: ca_dir.join("collector-1.crt"),
+        client_key: ca_dir.join("collector-1.key"),
+        ca_dir,
+    }
+}

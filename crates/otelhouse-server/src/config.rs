@@ -20,6 +20,143 @@ pub struct ServeConfig {
     pub storage: StorageConfig,
     pub tls: TlsConfig,
     pub security: SecurityConfig,
+    pub clickhouse: ClickHouseConfig,
+}
+
+/// The ClickHouse backend: with `url` set, records go from the WAL to
+/// ClickHouse (ClickStack's tables) and the API reads from there instead of
+/// the embedded store. Passwords come from the environment
+/// (`OTELHOUSE_CLICKHOUSE_INGEST_PASSWORD`, `..._QUERY_PASSWORD`) or from
+/// files, never from a flag or this file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClickHouseConfig {
+    /// `https://host:8443` (or `http://` on loopback). None: embedded store.
+    pub url: Option<String>,
+    pub database: String,
+    /// The user that creates the tables and inserts (`clickhouse provision`
+    /// makes it with exactly SELECT, INSERT, CREATE TABLE, CREATE VIEW).
+    pub ingest_user: String,
+    pub ingest_password_file: Option<PathBuf>,
+    #[serde(skip)]
+    pub ingest_password: Option<Redacted>,
+    /// The read-only user the API queries as.
+    pub query_user: String,
+    pub query_password_file: Option<PathBuf>,
+    #[serde(skip)]
+    pub query_password: Option<Redacted>,
+    /// CA of ClickHouse's certificate (default: the system's roots).
+    pub ca: Option<PathBuf>,
+    /// Client certificate and key for mTLS to ClickHouse.
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    /// Accept any server certificate: for tests only, logged loudly.
+    pub insecure_skip_verify: bool,
+    /// `ON CLUSTER` tables: ReplicatedMergeTree `<name>_local` + Distributed.
+    pub cluster: Option<String>,
+    /// Backlog shipped per insert (rows); ClickHouse wants few, large inserts.
+    pub max_batch_rows: usize,
+    /// Longest a record waits before its batch is inserted.
+    #[serde(with = "human_duration")]
+    pub max_batch_delay: Duration,
+    /// Start on a public address although ClickHouse is reached without
+    /// verified TLS (plaintext to a remote host, or verification off).
+    pub allow_insecure_clickhouse: bool,
+}
+
+impl Default for ClickHouseConfig {
+    fn default() -> Self {
+        ClickHouseConfig {
+            url: None,
+            database: "otel".into(),
+            ingest_user: "otelhouse_ingest".into(),
+            ingest_password_file: None,
+            ingest_password: None,
+            query_user: "otelhouse_query".into(),
+            query_password_file: None,
+            query_password: None,
+            ca: None,
+            client_cert: None,
+            client_key: None,
+            insecure_skip_verify: false,
+            cluster: None,
+            max_batch_rows: 200_000,
+            max_batch_delay: Duration::from_secs(1),
+            allow_insecure_clickhouse: false,
+        }
+    }
+}
+
+impl ClickHouseConfig {
+    /// Clients for the ingestion user and the query user.
+    pub fn clients(
+        &self,
+        timeout: Duration,
+    ) -> Result<(otelhouse_clickhouse::Client, otelhouse_clickhouse::Client), String> {
+        let url = self
+            .url
+            .clone()
+            .ok_or("no ClickHouse URL: give --clickhouse-url")?;
+        otelhouse_clickhouse::ddl::check_database_name(&self.database)
+            .map_err(|e| format!("--clickhouse-database: {e}"))?;
+        if let Some(c) = &self.cluster {
+            otelhouse_clickhouse::provision::check_name("--clickhouse-cluster", c)?;
+        }
+        let client_cert = match (&self.client_cert, &self.client_key) {
+            (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+            (None, None) => None,
+            _ => {
+                return Err(
+                    "--clickhouse-client-cert and --clickhouse-client-key go together".into(),
+                );
+            }
+        };
+        let connect = |user: &str, password: String| {
+            otelhouse_clickhouse::Client::new(otelhouse_clickhouse::Connection {
+                url: url.clone(),
+                user: user.to_string(),
+                password,
+                database: self.database.clone(),
+                ca_file: self.ca.clone(),
+                client_cert: client_cert.clone(),
+                insecure_skip_verify: self.insecure_skip_verify,
+                timeout,
+            })
+            .map_err(|e| e.to_string())
+        };
+        let ingest = Self::password(
+            &self.ingest_password,
+            &self.ingest_password_file,
+            "ClickHouse ingestion user's",
+        )?;
+        let query = Self::password(
+            &self.query_password,
+            &self.query_password_file,
+            "ClickHouse query user's",
+        )?;
+        Ok((
+            connect(&self.ingest_user, ingest)?,
+            connect(&self.query_user, query)?,
+        ))
+    }
+
+    /// A user's password: the environment variable, else the file (one
+    /// line; a trailing newline is not part of it), else empty.
+    pub fn password(
+        from_env: &Option<Redacted>,
+        file: &Option<PathBuf>,
+        what: &str,
+    ) -> Result<String, String> {
+        if let Some(p) = from_env {
+            return Ok(p.0.clone());
+        }
+        match file {
+            None => Ok(String::new()),
+            Some(path) => std::fs::read_to_string(path)
+                .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+                .map_err(|e| format!("reading the {what} password file {}: {e}", path.display())),
+        }
+    }
 }
 
 /// TLS on every listener: with a certificate and key set, the OTLP gRPC,
@@ -203,6 +340,7 @@ impl Default for ServeConfig {
             storage: StorageConfig::default(),
             tls: TlsConfig::default(),
             security: SecurityConfig::default(),
+            clickhouse: ClickHouseConfig::default(),
         }
     }
 }
@@ -221,6 +359,18 @@ impl ServeConfig {
             out.push_str(
                 "\n# security.session_secret = <redacted> (from OTELHOUSE_SESSION_SECRET)\n",
             );
+        }
+        let ch = &self.clickhouse;
+        for (set, name) in [
+            (ch.ingest_password.is_some(), "ingest_password"),
+            (ch.query_password.is_some(), "query_password"),
+        ] {
+            if set {
+                out.push_str(&format!(
+                    "# clickhouse.{name} = <redacted> (from OTELHOUSE_CLICKHOUSE_{})\n",
+                    name.to_ascii_uppercase()
+                ));
+            }
         }
         out
     }
@@ -271,12 +421,28 @@ mod tests {
         c.tls.cert = Some("/etc/otelhouse/server.crt".into());
         c.tls.min = otelhouse_tls::TlsMin::Tls13;
         c.security.session_secret = Some(Redacted("s3cr3t-value-xyz".into()));
+        c.clickhouse.url = Some("https://ch.example:8443".into());
+        c.clickhouse.ingest_password = Some(Redacted("ch-ingest-pw-123".into()));
+        c.clickhouse.query_password_file = Some("/run/secrets/query".into());
         let text = c.to_toml();
         assert!(!text.contains("s3cr3t-value-xyz"), "{text}");
+        assert!(!text.contains("ch-ingest-pw-123"), "{text}");
+        assert!(!format!("{c:?}").contains("ch-ingest-pw-123"));
+        assert!(
+            text.contains("# clickhouse.ingest_password = <redacted>"),
+            "{text}"
+        );
         assert!(!format!("{c:?}").contains("s3cr3t-value-xyz"));
         assert!(text.contains("min = \"1.3\""), "{text}");
         let back = ServeConfig::from_toml(&text).unwrap();
         assert_eq!(back.tls, c.tls);
+        assert_eq!(back.clickhouse.url, c.clickhouse.url);
+        assert_eq!(
+            back.clickhouse.query_password_file,
+            c.clickhouse.query_password_file
+        );
+        let err = ServeConfig::from_toml("[clickhouse]\ningest_password = \"x\"").unwrap_err();
+        assert!(err.contains("ingest_password"), "{err}");
         let err = ServeConfig::from_toml("[security]\nsession_secret = \"x\"").unwrap_err();
         assert!(err.contains("session_secret"), "{err}");
     }

@@ -16,7 +16,6 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use otelhouse_otlp::convert::TableBatches;
 use otelhouse_otlp::{Encoding, Limits, OtlpRequest, PayloadError, fast};
 use otelhouse_schema::Signal;
-use otelhouse_storage::EmbeddedStore;
 use otelhouse_storage::embedded::kind_of;
 use otelhouse_wal::{Committer, SubmitError};
 use prost::Message;
@@ -78,9 +77,30 @@ pub enum IngestError {
 /// How long clients should wait before retrying a refused request.
 pub const RETRY_AFTER: Duration = Duration::from_secs(1);
 
+/// Where acknowledged rows wait after the WAL: the embedded store's
+/// in-memory tail, or the ClickHouse shipper's queue.
+pub trait WriteBuffer: Send + Sync {
+    /// False while the buffer is full: ingestion answers retry-later.
+    fn has_room(&self) -> bool;
+}
+
+impl WriteBuffer for otelhouse_storage::EmbeddedStore {
+    fn has_room(&self) -> bool {
+        otelhouse_storage::EmbeddedStore::has_room(self)
+    }
+}
+
+/// The shipper spills past its memory budget to the WAL (read back later),
+/// so only the WAL's disk budget refuses records.
+impl WriteBuffer for otelhouse_clickhouse::Shipper {
+    fn has_room(&self) -> bool {
+        true
+    }
+}
+
 pub struct Ingest {
     pub committer: Committer<TableBatches>,
-    pub store: EmbeddedStore,
+    pub buffer: Arc<dyn WriteBuffer>,
     pub limits: Limits,
     pub retention: Arc<RetentionPolicy>,
     pub telemetry: Arc<Telemetry>,
@@ -96,7 +116,7 @@ pub(crate) fn now_nanos() -> u64 {
 impl Ingest {
     pub fn new(
         committer: Committer<TableBatches>,
-        store: EmbeddedStore,
+        buffer: Arc<dyn WriteBuffer>,
         limits: Limits,
         retention: Arc<RetentionPolicy>,
         telemetry: Arc<Telemetry>,
@@ -104,7 +124,7 @@ impl Ingest {
     ) -> Self {
         Ingest {
             committer,
-            store,
+            buffer,
             limits,
             retention,
             telemetry,
@@ -130,7 +150,7 @@ impl Ingest {
     }
 
     fn check_room(&self, signal: Signal, records: u64) -> Result<(), IngestError> {
-        if self.store.has_room() {
+        if self.buffer.has_room() {
             return Ok(());
         }
         self.telemetry.rejected(signal, "overloaded", records);

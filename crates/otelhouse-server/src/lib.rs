@@ -25,9 +25,11 @@ use tokio::net::TcpListener;
 
 pub use config::ServeConfig;
 
-use crate::ingest::Ingest;
+use crate::ingest::{Ingest, WriteBuffer};
 use crate::listen::{Bound, ListenerSpec};
+use crate::telemetry::Sink;
 use crate::telemetry::Telemetry;
+use otelhouse_otlp::convert::TableBatches;
 
 /// Prints first-start credentials once, in a box, to stdout (never to the log).
 pub fn print_credentials_box(c: &InitialCredentials) {
@@ -157,85 +159,71 @@ pub async fn serve(
     });
 
     let s = &config.storage;
-    let store = EmbeddedStore::open(
-        &data_dir,
-        StoreOptions {
-            flush_rows: s.flush_rows,
-            flush_bytes: s.flush_bytes,
-            flush_interval: s.flush_interval,
-            max_tail_bytes: s.max_memory_bytes,
-            max_query_memory_bytes: s.max_query_memory_bytes,
-            query_timeout: s.query_timeout,
-        },
-    )?;
-    tracing::info!(
-        write_buffer_mib = s.max_memory_bytes >> 20,
-        query_memory_mib = s.max_query_memory_bytes >> 20,
-        max_disk_bytes = s.max_disk_bytes.unwrap_or(0),
-        "memory and disk budgets (max_disk_bytes 0: none)"
-    );
     let retention = Arc::new(RetentionPolicy::new(
         config.retention.logs,
         config.retention.traces,
         config.retention.metrics,
     ));
     apply_retention_overrides(&data_dir, &config.retention, &retention, true)?;
-    let started = std::time::Instant::now();
-    let mut replay_error = None;
-    let (wal, recovery) = Wal::open(
-        &data_dir.join("wal"),
-        WalOptions::default(),
-        store.min_next_seq(),
-        |entry| {
-            if let Err(e) = store.replay(entry) {
-                replay_error.get_or_insert(e);
-            }
-        },
-    )?;
-    if let Some(e) = replay_error {
-        return Err(e.context("replaying the write-ahead log"));
-    }
-    tracing::info!(
-        entries = recovery.entries,
-        truncated_bytes = recovery.truncated_bytes,
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "write-ahead log replayed"
-    );
-    let committer = Committer::start(
-        wal,
-        store.applier(),
-        CommitterOptions {
-            max_queue_bytes: s.max_queue_bytes,
-            max_wal_bytes: s.max_wal_bytes,
-            ..Default::default()
-        },
-    );
+    let committer_opts = CommitterOptions {
+        max_queue_bytes: s.max_queue_bytes,
+        max_wal_bytes: s.max_wal_bytes,
+        ..Default::default()
+    };
+    let backend = match &config.clickhouse.url {
+        None => open_embedded(&config, committer_opts)?,
+        Some(url) => open_clickhouse(&config, url, committer_opts)?,
+    };
     let telemetry = Arc::new(Telemetry::new(
-        committer.stats().clone(),
-        store.clone(),
+        backend.committer.stats().clone(),
+        backend.sink.clone(),
         &security,
     ));
     let ingest = Arc::new(Ingest::new(
-        committer,
-        store.clone(),
+        backend.committer,
+        backend.buffer,
         config.limits.clone(),
         retention.clone(),
         telemetry.clone(),
         s.max_inflight_requests,
     ));
-
-    let flusher = tokio::spawn(flush_loop(
-        ingest.clone(),
-        s.flush_interval.min(Duration::from_secs(1)),
-    ));
-    let maintainer = tokio::spawn(maintenance_loop(
-        store.clone(),
-        data_dir.clone(),
-        config.retention.clone(),
-        retention.clone(),
-        s.max_disk_bytes,
-        s.maintenance_interval,
-    ));
+    // The sink's own stop signal: sent only once the listeners are done and
+    // the WAL writer has stopped, so the shipper drains the last requests.
+    let (sink_stop_tx, sink_stop_rx) = tokio::sync::watch::channel(false);
+    let background = match &backend.sink {
+        Sink::Embedded(store) => vec![
+            tokio::spawn(flush_loop(
+                ingest.clone(),
+                store.clone(),
+                s.flush_interval.min(Duration::from_secs(1)),
+            )),
+            tokio::spawn(maintenance_loop(
+                store.clone(),
+                data_dir.clone(),
+                config.retention.clone(),
+                retention.clone(),
+                s.max_disk_bytes,
+                s.maintenance_interval,
+            )),
+        ],
+        Sink::ClickHouse(shipper) => vec![tokio::spawn(ship_maintenance_loop(
+            ingest.clone(),
+            shipper.clone(),
+            data_dir.clone(),
+            config.retention.clone(),
+            retention.clone(),
+            s.maintenance_interval,
+        ))],
+    };
+    let shipping = match &backend.sink {
+        Sink::ClickHouse(shipper) => {
+            let (shipper, retention) = (shipper.clone(), retention.clone());
+            Some(tokio::spawn(async move {
+                shipper.run(retention, sink_stop_rx).await
+            }))
+        }
+        Sink::Embedded(_) => None,
+    };
 
     let [grpc_l, http_l, api_l]: [TcpListener; 3] = listeners
         .try_into()
@@ -287,7 +275,7 @@ pub async fn serve(
         keys: keys.clone(),
     });
     let http = listen::serve_axum(http_l, http_router, stopped(stop_rx.clone()));
-    let storage: Arc<dyn otelhouse_storage::Storage> = Arc::new(store.clone());
+    let storage = backend.storage;
     let query = Arc::new(otelhouse_query::QueryService::new(
         storage.clone(),
         otelhouse_query::Limits {
@@ -302,6 +290,13 @@ pub async fn serve(
         telemetry,
         security,
         metrics_need_token: api_public,
+        ready: match &backend.sink {
+            Sink::Embedded(_) => Arc::new(|| true),
+            Sink::ClickHouse(shipper) => {
+                let shipper = shipper.clone();
+                Arc::new(move || shipper.is_ready())
+            }
+        },
     });
     let api = listen::serve_axum(api_l, api_router, stopped(stop_rx));
 
@@ -317,16 +312,182 @@ pub async fn serve(
         let _ = api.await;
     })
     .await;
-    flusher.abort();
-    maintainer.abort();
+    for task in &background {
+        task.abort();
+    }
     ingest.committer.shutdown();
-    let store2 = store.clone();
-    let seq = tokio::task::spawn_blocking(move || store2.flush(true)).await??;
-    ingest.committer.remove_through(seq)?;
+    match &backend.sink {
+        Sink::Embedded(store) => {
+            let store = store.clone();
+            let seq = tokio::task::spawn_blocking(move || store.flush(true)).await??;
+            ingest.committer.remove_through(seq)?;
+        }
+        Sink::ClickHouse(shipper) => {
+            let _ = sink_stop_tx.send(true);
+            if let Some(task) = shipping {
+                // What is not shipped now stays in the WAL for the next start.
+                let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+            }
+            ingest.committer.remove_through(shipper.shipped_seq())?;
+            tracing::info!(
+                backlog_entries = shipper.backlog_entries(),
+                "ClickHouse shipping stopped; any backlog ships at the next start"
+            );
+        }
+    }
     creds.close().await;
     let _ = std::fs::remove_file(data_dir.join("listen.json"));
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// What the ingest path writes to and the API reads from.
+struct Backend {
+    committer: Committer<TableBatches>,
+    buffer: Arc<dyn WriteBuffer>,
+    storage: Arc<dyn otelhouse_storage::Storage>,
+    sink: Sink,
+}
+
+/// The embedded store: the WAL replays into its in-memory tail.
+fn open_embedded(
+    config: &ServeConfig,
+    committer_opts: CommitterOptions,
+) -> anyhow::Result<Backend> {
+    let s = &config.storage;
+    let store = EmbeddedStore::open(
+        &config.data_dir,
+        StoreOptions {
+            flush_rows: s.flush_rows,
+            flush_bytes: s.flush_bytes,
+            flush_interval: s.flush_interval,
+            max_tail_bytes: s.max_memory_bytes,
+            max_query_memory_bytes: s.max_query_memory_bytes,
+            query_timeout: s.query_timeout,
+        },
+    )?;
+    tracing::info!(
+        write_buffer_mib = s.max_memory_bytes >> 20,
+        query_memory_mib = s.max_query_memory_bytes >> 20,
+        max_disk_bytes = s.max_disk_bytes.unwrap_or(0),
+        "memory and disk budgets (max_disk_bytes 0: none)"
+    );
+    let started = std::time::Instant::now();
+    let mut replay_error = None;
+    let (wal, recovery) = Wal::open(
+        &config.data_dir.join("wal"),
+        WalOptions::default(),
+        store.min_next_seq(),
+        |entry| {
+            if let Err(e) = store.replay(entry) {
+                replay_error.get_or_insert(e);
+            }
+        },
+    )?;
+    if let Some(e) = replay_error {
+        return Err(e.context("replaying the write-ahead log"));
+    }
+    log_recovery(&recovery, started);
+    Ok(Backend {
+        committer: Committer::start(wal, store.applier(), committer_opts),
+        buffer: Arc::new(store.clone()),
+        storage: Arc::new(store.clone()),
+        sink: Sink::Embedded(store),
+    })
+}
+
+fn log_recovery(recovery: &otelhouse_wal::Recovery, started: std::time::Instant) {
+    tracing::info!(
+        entries = recovery.entries,
+        truncated_bytes = recovery.truncated_bytes,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "write-ahead log replayed"
+    );
+}
+
+/// ClickHouse: the WAL's entries not yet confirmed by ClickHouse are the
+/// shipper's backlog; the API reads as the query user.
+fn open_clickhouse(
+    config: &ServeConfig,
+    url: &str,
+    committer_opts: CommitterOptions,
+) -> anyhow::Result<Backend> {
+    let ch = &config.clickhouse;
+    // Inserts of large batches and the slowest query both fit.
+    let (ingest_client, query_client) = ch
+        .clients(config.storage.query_timeout.max(Duration::from_secs(60)))
+        .map_err(anyhow::Error::msg)?;
+    let wal_dir = config.data_dir.join("wal");
+    let shipper = otelhouse_clickhouse::Shipper::open(
+        ingest_client,
+        &wal_dir,
+        &config.data_dir.join("clickhouse-shipped.json"),
+        otelhouse_clickhouse::ShipOptions {
+            max_batch_rows: ch.max_batch_rows,
+            max_delay: ch.max_batch_delay,
+            max_memory_bytes: config.storage.max_memory_bytes,
+            cluster: ch.cluster.clone(),
+            ..Default::default()
+        },
+    )
+    .context("opening the ClickHouse shipping state")?;
+    let started = std::time::Instant::now();
+    let mut last = 0;
+    // Entries are not replayed into memory: the shipper reads its backlog
+    // back from the WAL. New entries are numbered above everything shipped,
+    // so deduplication tokens never repeat.
+    let (wal, recovery) = Wal::open(
+        &wal_dir,
+        WalOptions::default(),
+        shipper.shipped_seq() + 1,
+        |entry| last = entry.seq,
+    )?;
+    log_recovery(&recovery, started);
+    shipper.set_durable(last);
+    tracing::info!(
+        url,
+        database = %ch.database,
+        ingest_user = %ch.ingest_user,
+        query_user = %ch.query_user,
+        backlog_entries = shipper.backlog_entries(),
+        "storing in ClickHouse"
+    );
+    let reader = otelhouse_clickhouse::ClickHouseReader::new(
+        query_client,
+        otelhouse_clickhouse::ReadLimits {
+            max_execution_time: config.storage.query_timeout,
+            ..Default::default()
+        },
+    );
+    Ok(Backend {
+        committer: Committer::start(wal, shipper.applier(), committer_opts),
+        buffer: Arc::new(shipper.clone()),
+        storage: Arc::new(reader),
+        sink: Sink::ClickHouse(shipper),
+    })
+}
+
+/// ClickHouse mode's upkeep: picks up `otelhouse retention set` (the
+/// shipper then changes the tables' TTL) and drops WAL segments ClickHouse
+/// has confirmed.
+async fn ship_maintenance_loop(
+    ingest: Arc<Ingest>,
+    shipper: otelhouse_clickhouse::Shipper,
+    data_dir: std::path::PathBuf,
+    configured: config::Retention,
+    retention: Arc<RetentionPolicy>,
+    every: Duration,
+) {
+    let mut tick = tokio::time::interval(every.min(Duration::from_secs(1)));
+    loop {
+        tick.tick().await;
+        if let Err(e) = ingest.committer.remove_through(shipper.shipped_seq()) {
+            tracing::error!(error = %e, "could not remove shipped WAL segments");
+        }
+        if let Err(e) = apply_retention_overrides(&data_dir, &configured, &retention, false) {
+            tracing::error!(error = %e, "could not read the retention settings");
+        }
+    }
 }
 
 /// The TLS configurations of the OTLP listeners (with the client CA, when
@@ -458,11 +619,11 @@ async fn maintenance_loop(
 
 /// Writes due tails to parts every second (or every flush interval, if shorter) and lets the WAL drop what the
 /// parts now hold.
-async fn flush_loop(ingest: Arc<Ingest>, every: Duration) {
+async fn flush_loop(ingest: Arc<Ingest>, store: EmbeddedStore, every: Duration) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
-        let store = ingest.store.clone();
+        let store = store.clone();
         match tokio::task::spawn_blocking(move || store.flush(false)).await {
             Ok(Ok(seq)) => {
                 if let Err(e) = ingest.committer.remove_through(seq) {

@@ -195,7 +195,49 @@ pub fn evaluate(config: &ServeConfig, facts: &Facts) -> GateReport {
         sec.allow_weak_admin_password,
     ));
 
+    if let Some(url) = &config.clickhouse.url {
+        let ch = &config.clickhouse;
+        let failure = clickhouse_link_weakness(url, ch.insecure_skip_verify);
+        checks.push(Check::new(
+            "clickhouse_tls",
+            "TLS-4, CH-2",
+            format!("ClickHouse at {url} is reached over verified TLS (or on loopback)"),
+            failure.map(|found| (
+                found,
+                "use an https:// --clickhouse-url with --clickhouse-ca FILE (or a certificate from the system's roots) and drop --clickhouse-insecure-skip-verify; override: --allow-insecure-clickhouse".into(),
+            )),
+            ch.allow_insecure_clickhouse,
+        ));
+    }
+
     GateReport { public, checks }
+}
+
+/// Why the link to ClickHouse at `url` is not verified TLS, if it is not:
+/// plaintext to a host other than loopback, or verification turned off.
+pub fn clickhouse_link_weakness(url: &str, insecure_skip_verify: bool) -> Option<String> {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if scheme.eq_ignore_ascii_case("https") {
+        insecure_skip_verify.then(|| format!(
+            "ClickHouse at {url}: certificate verification is off (--clickhouse-insecure-skip-verify)"
+        ))
+    } else if loopback {
+        None
+    } else {
+        Some(format!(
+            "ClickHouse at {url} is reached in plaintext ({scheme}://): telemetry and passwords cross the network unencrypted"
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -260,5 +302,41 @@ mod tests {
 
         let ok = evaluate(&ServeConfig::default(), &facts("10.0.0.5:4317", true));
         assert!(ok.refusal_message().is_none() && ok.overrides().count() == 0);
+    }
+
+    #[test]
+    fn clickhouse_must_be_reached_over_verified_tls() {
+        assert_eq!(
+            clickhouse_link_weakness("https://ch.example:8443", false),
+            None
+        );
+        assert_eq!(
+            clickhouse_link_weakness("http://127.0.0.1:8123", false),
+            None
+        );
+        assert_eq!(clickhouse_link_weakness("http://[::1]:8123/", false), None);
+        assert_eq!(
+            clickhouse_link_weakness("http://localhost:8123", false),
+            None
+        );
+        let w = clickhouse_link_weakness("http://ch.example:8123", false).unwrap();
+        assert!(w.contains("plaintext"), "{w}");
+        let w = clickhouse_link_weakness("http://user@10.0.0.9:8123", false).unwrap();
+        assert!(w.contains("plaintext"), "{w}");
+        let w = clickhouse_link_weakness("https://ch.example:8443", true).unwrap();
+        assert!(w.contains("verification is off"), "{w}");
+
+        let mut config = ServeConfig::default();
+        config.clickhouse.url = Some("http://ch.internal:8123".into());
+        let msg = evaluate(&config, &facts("0.0.0.0:4317", true))
+            .refusal_message()
+            .unwrap();
+        assert!(
+            msg.contains("[TLS-4, CH-2]") && msg.contains("--allow-insecure-clickhouse"),
+            "{msg}"
+        );
+        config.clickhouse.allow_insecure_clickhouse = true;
+        let r = evaluate(&config, &facts("0.0.0.0:4317", true));
+        assert!(r.refusal_message().is_none() && r.overrides().count() == 1);
     }
 }

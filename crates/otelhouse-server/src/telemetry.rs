@@ -48,7 +48,7 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    pub fn new(wal: Arc<WalStats>, store: EmbeddedStore, security: &GateReport) -> Self {
+    pub fn new(wal: Arc<WalStats>, sink: Sink, security: &GateReport) -> Self {
         let mut registry = Registry::with_prefix("otelhouse");
         let accepted = Family::<SignalLabel, Counter>::default();
         let rejected = Family::<RejectLabel, Counter>::default();
@@ -85,7 +85,7 @@ impl Telemetry {
             "1 when a failed startup gate check was explicitly overridden",
             overridden,
         );
-        registry.register_collector(Box::new(StateCollector { wal, store }));
+        registry.register_collector(Box::new(StateCollector { wal, sink }));
         Telemetry {
             registry,
             accepted,
@@ -131,11 +131,130 @@ impl Telemetry {
     }
 }
 
-/// Values read at scrape time from the WAL and the store.
+/// Where rows go after the WAL, for the metrics that describe it.
+#[derive(Clone)]
+pub enum Sink {
+    Embedded(EmbeddedStore),
+    ClickHouse(otelhouse_clickhouse::Shipper),
+}
+
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Sink::Embedded(_) => "Sink::Embedded",
+            Sink::ClickHouse(_) => "Sink::ClickHouse",
+        })
+    }
+}
+
+/// Values read at scrape time from the WAL and the sink.
 #[derive(Debug)]
 struct StateCollector {
     wal: Arc<WalStats>,
-    store: EmbeddedStore,
+    sink: Sink,
+}
+
+fn counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    v: u64,
+) -> Result<(), std::fmt::Error> {
+    let c = prometheus_client::metrics::counter::ConstCounter::new(v);
+    c.encode(encoder.encode_descriptor(name, help, None, MetricType::Counter)?)
+}
+
+fn encode_store(
+    encoder: &mut DescriptorEncoder,
+    store: &EmbeddedStore,
+) -> Result<(), std::fmt::Error> {
+    gauge(
+        encoder,
+        "memory_tail_bytes",
+        "Bytes of rows held in memory before they are written to parts",
+        store.tail_bytes() as i64,
+    )?;
+    let stats = store.stats();
+    let c = store.counters();
+    gauge(
+        encoder,
+        "part_bytes",
+        "Bytes of Parquet parts on disk (all tables)",
+        stats.iter().map(|t| t.part_bytes as i64).sum(),
+    )?;
+    gauge(
+        encoder,
+        "parts",
+        "Parquet parts (all tables)",
+        stats.iter().map(|t| t.parts as i64).sum(),
+    )?;
+    counter(
+        encoder,
+        "merges",
+        "Merges of parts done by compaction",
+        c.merges.load(Ordering::Relaxed),
+    )?;
+    counter(
+        encoder,
+        "expired_partitions",
+        "Hour partitions dropped because they passed their retention",
+        c.expired_partitions.load(Ordering::Relaxed),
+    )?;
+    counter(
+        encoder,
+        "disk_budget_dropped_partitions",
+        "Hour partitions dropped before their retention because parts exceeded --max-disk",
+        c.disk_budget_partitions.load(Ordering::Relaxed),
+    )
+}
+
+fn encode_shipper(
+    encoder: &mut DescriptorEncoder,
+    shipper: &otelhouse_clickhouse::Shipper,
+) -> Result<(), std::fmt::Error> {
+    let s = shipper.stats();
+    counter(
+        encoder,
+        "clickhouse_shipped_rows",
+        "Rows ClickHouse confirmed",
+        s.shipped_rows.load(Ordering::Relaxed),
+    )?;
+    counter(
+        encoder,
+        "clickhouse_inserts",
+        "Batches ClickHouse confirmed (one insert per table)",
+        s.shipped_batches.load(Ordering::Relaxed),
+    )?;
+    counter(
+        encoder,
+        "clickhouse_failed_attempts",
+        "Failed inserts or table set-ups (each is retried with backoff)",
+        s.failed_inserts.load(Ordering::Relaxed),
+    )?;
+    counter(
+        encoder,
+        "clickhouse_entries_read_back",
+        "WAL entries read back from disk because the in-memory backlog was full",
+        s.entries_read_back.load(Ordering::Relaxed),
+    )?;
+    gauge(
+        encoder,
+        "clickhouse_backlog_entries",
+        "WAL entries acknowledged but not yet confirmed by ClickHouse",
+        shipper.backlog_entries() as i64,
+    )?;
+    gauge(
+        encoder,
+        "clickhouse_backlog_memory_bytes",
+        "Bytes of the backlog held in memory (the rest is read back from the WAL)",
+        s.memory_bytes.load(Ordering::Relaxed) as i64,
+    )?;
+    gauge(
+        encoder,
+        "clickhouse_ready",
+        "1 once the ClickHouse tables exist and match the retention",
+        s.ready.load(Ordering::Relaxed) as i64,
+    )
 }
 
 fn gauge(
@@ -169,48 +288,10 @@ impl Collector for StateCollector {
             "Bytes waiting for the WAL writer",
             w.queued_bytes.load(Ordering::Relaxed) as i64,
         )?;
-        gauge(
-            &mut encoder,
-            "memory_tail_bytes",
-            "Bytes of rows held in memory before they are written to parts",
-            self.store.tail_bytes() as i64,
-        )?;
-        let stats = self.store.stats();
-        let c = self.store.counters();
-        let counter = |encoder: &mut DescriptorEncoder, name: &str, help: &str, v: u64| {
-            let c = prometheus_client::metrics::counter::ConstCounter::new(v);
-            c.encode(encoder.encode_descriptor(name, help, None, MetricType::Counter)?)
-        };
-        gauge(
-            &mut encoder,
-            "part_bytes",
-            "Bytes of Parquet parts on disk (all tables)",
-            stats.iter().map(|t| t.part_bytes as i64).sum(),
-        )?;
-        gauge(
-            &mut encoder,
-            "parts",
-            "Parquet parts (all tables)",
-            stats.iter().map(|t| t.parts as i64).sum(),
-        )?;
-        counter(
-            &mut encoder,
-            "merges",
-            "Merges of parts done by compaction",
-            c.merges.load(Ordering::Relaxed),
-        )?;
-        counter(
-            &mut encoder,
-            "expired_partitions",
-            "Hour partitions dropped because they passed their retention",
-            c.expired_partitions.load(Ordering::Relaxed),
-        )?;
-        counter(
-            &mut encoder,
-            "disk_budget_dropped_partitions",
-            "Hour partitions dropped before their retention because parts exceeded --max-disk",
-            c.disk_budget_partitions.load(Ordering::Relaxed),
-        )?;
+        match &self.sink {
+            Sink::Embedded(store) => encode_store(&mut encoder, store)?,
+            Sink::ClickHouse(shipper) => encode_shipper(&mut encoder, shipper)?,
+        }
         let written = prometheus_client::metrics::counter::ConstCounter::new(
             w.bytes_written.load(Ordering::Relaxed),
         );

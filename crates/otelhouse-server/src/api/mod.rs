@@ -33,6 +33,9 @@ pub struct ApiState {
     /// an API token too (OPS-3). /healthz and /readyz stay open for load
     /// balancers; they reveal nothing.
     pub metrics_need_token: bool,
+    /// Whether the store can answer: always for the embedded store; in
+    /// ClickHouse mode once its tables are there (`/readyz` says 503 before).
+    pub ready: Arc<dyn Fn() -> bool + Send + Sync>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -48,11 +51,23 @@ pub fn router(state: ApiState) -> Router {
     };
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(|| async { "ready\n" }))
+        .route("/readyz", get(readyz))
         .route("/api/v1/openapi.json", get(openapi))
         .merge(metrics)
         .merge(api)
         .with_state(state)
+}
+
+async fn readyz(State(state): State<ApiState>) -> Response {
+    if (state.ready)() {
+        "ready\n".into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the ClickHouse tables are not set up yet (see the log)\n",
+        )
+            .into_response()
+    }
 }
 
 /// The API's description (OpenAPI 3.1); public, like any API reference.
@@ -221,7 +236,7 @@ mod tests {
         let store = otelhouse_storage::EmbeddedStore::open(dir.path(), Default::default()).unwrap();
         let telemetry = Arc::new(Telemetry::new(
             Default::default(),
-            store.clone(),
+            crate::telemetry::Sink::Embedded(store.clone()),
             &GateReport::default(),
         ));
         let state = |public| ApiState {
@@ -234,6 +249,7 @@ mod tests {
             telemetry: telemetry.clone(),
             security: Arc::new(GateReport::default()),
             metrics_need_token: public,
+            ready: Arc::new(|| true),
         };
         let public = router(state(true));
         assert_eq!(
