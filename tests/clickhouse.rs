@@ -122,7 +122,7 @@ async fn serve_stores_in_clickhouse_survives_an_outage_and_reads_back() {
     let now = now_nanos();
     let trace_id = "5b8efff798038103d269b633813fc60c";
     post_json(&s, key, "/v1/traces", format!(
-        r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"checkout"}}}}]}},"scopeSpans":[{{"spans":[{{"traceId":"{trace_id}","spanId":"eee19b7ec3c1b174","name":"charge card","kind":2,"startTimeUnixNano":"{now}","endTimeUnixNano":"{}","status":{{"code":2}}}}]}}]}}]}}"#,
+        r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"checkout"}}}}]}},"scopeSpans":[{{"spans":[{{"traceId":"{trace_id}","spanId":"eee19b7ec3c1b174","name":"charge card","kind":2,"startTimeUnixNano":"{now}","endTimeUnixNano":"{}","status":{{"code":2}},"events":[{{"timeUnixNano":"{now}","name":"retry","attributes":[{{"key":"attempt","value":{{"intValue":"2"}}}}]}},{{"timeUnixNano":"{now}","name":"gave up"}}],"links":[{{"traceId":"0af7651916cd43dd8448eb211c80319c","spanId":"b7ad6b7169203331","traceState":"k=v","attributes":[{{"key":"why","value":{{"stringValue":"caused by"}}}}]}}]}}]}}]}}]}}"#,
         now + 5_000_000
     )).await;
     post_json(&s, key, "/v1/metrics", format!(
@@ -151,6 +151,18 @@ async fn serve_stores_in_clickhouse_survives_an_outage_and_reads_back() {
     };
     assert_eq!(spans.len(), 1, "{spans:?}");
     assert_eq!(spans[0]["SpanName"], "charge card");
+    assert_eq!(
+        spans[0]["Events.Name"],
+        serde_json::json!(["retry", "gave up"])
+    );
+    assert_eq!(spans[0]["Events.Attributes"][0]["attempt"], "2");
+    assert_eq!(spans[0]["Events.Attributes"][1], serde_json::json!({}));
+    assert_eq!(
+        spans[0]["Links.TraceId"],
+        serde_json::json!(["0af7651916cd43dd8448eb211c80319c"])
+    );
+    assert_eq!(spans[0]["Links.TraceState"], serde_json::json!(["k=v"]));
+    assert_eq!(spans[0]["Links.Attributes"][0]["why"], "caused by");
     assert_eq!(spans[0]["StatusCode"], "Error");
     let (status, body) = api_get(&s, token, "/api/v1/metrics?name=queue.depth").await;
     assert_eq!(status, 200, "{body}");
