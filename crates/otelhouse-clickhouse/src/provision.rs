@@ -286,12 +286,24 @@ pub struct GrantDiff {
     pub excess: Vec<String>,
 }
 
+/// Whether the grant `have` gives the privilege `want`: the same or a
+/// parent privilege (`ALL`, `CREATE` for `CREATE TABLE`) on the same or a
+/// wider object (`*.*`, `db.*` for `db.t`).
+fn covers(have: &(String, String), want: &(String, String)) -> bool {
+    let (hp, hon) = have;
+    let (wp, won) = want;
+    let privilege = hp == wp || hp == "ALL" || wp.starts_with(&format!("{hp} "));
+    let db = |on: &str| on.split('.').next().unwrap_or("").to_string();
+    let object = hon == won || hon == "*.*" || (hon.ends_with(".*") && db(hon) == db(won));
+    privilege && object
+}
+
 pub fn diff_grants(have: &[(String, String)], want: &[(String, String)]) -> GrantDiff {
     let show = |(p, on): &(String, String)| format!("{p} ON {on}");
     GrantDiff {
         missing: want
             .iter()
-            .filter(|w| !have.contains(w))
+            .filter(|w| !have.iter().any(|h| covers(h, w)))
             .map(show)
             .collect(),
         excess: have
@@ -558,6 +570,22 @@ mod tests {
         let all = parse_grant("GRANT ALL ON *.* TO default WITH GRANT OPTION");
         let d = diff_grants(&all, &plan.expected_grants("otelhouse_query"));
         assert_eq!(d.excess, vec!["ALL ON *.*"]);
+        assert!(d.missing.is_empty(), "ALL covers SELECT: {:?}", d.missing);
+        // Wider grants give what is wanted, and are named as excess.
+        let wide: Vec<_> = ["GRANT SELECT, INSERT, CREATE ON *.* TO otelhouse_ingest"]
+            .iter()
+            .flat_map(|l| parse_grant(l))
+            .collect();
+        let d = diff_grants(&wide, &plan.expected_grants("otelhouse_ingest"));
+        assert!(
+            d.missing.is_empty(),
+            "CREATE covers CREATE VIEW: {:?}",
+            d.missing
+        );
+        assert_eq!(
+            d.excess,
+            vec!["SELECT ON *.*", "INSERT ON *.*", "CREATE ON *.*"]
+        );
     }
 
     #[test]
