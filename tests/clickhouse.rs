@@ -449,6 +449,32 @@ fn tls_to_clickhouse_verifies_the_server_and_names_each_failure() {
     );
     let mismatch = verify_over_tls(&other.url(), &["--clickhouse-ca", &ca]);
     assert!(mismatch.contains("TLS: name mismatch"), "{mismatch}");
+    // An expired certificate (issued 10 days ago for 2 days).
+    let (old_crt, old_key) = (pki.ca_dir.join("old.crt"), pki.ca_dir.join("old.key"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    otelhouse_tls::ca::Ca::load(&pki.ca_dir, None)
+        .unwrap()
+        .issue(
+            &otelhouse_tls::ca::IssueRequest {
+                ips: vec!["127.0.0.1".parse().unwrap()],
+                days: 2,
+                not_before: Some(now - 10 * 86_400),
+                ..Default::default()
+            },
+            &old_crt,
+            &old_key,
+        )
+        .unwrap();
+    let expired_front = ChdbFront::start_tls(&old_crt, &old_key, None);
+    let expired = verify_over_tls(&expired_front.url(), &["--clickhouse-ca", &ca]);
+    assert!(
+        expired.contains("TLS: ClickHouse's certificate has expired"),
+        "{expired}"
+    );
+
     // Skipping verification works, and is loud.
     let skipped = verify_over_tls(&url, &["--clickhouse-insecure-skip-verify"]);
     assert!(
