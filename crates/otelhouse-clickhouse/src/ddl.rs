@@ -257,19 +257,13 @@ pub fn create_table(layout: &Layout, table: Table, retention: Duration) -> Vec<S
     };
     let db = ident(&layout.database);
     let name = table.name();
-    let on_cluster = layout
-        .cluster
-        .as_ref()
-        .map(|c| format!(" ON CLUSTER {}", ident(c)))
-        .unwrap_or_default();
-    let (local, engine) = match &layout.cluster {
-        None => (name.to_string(), "MergeTree".to_string()),
-        Some(_) => (
-            format!("{name}_local"),
-            format!(
-                "ReplicatedMergeTree('/clickhouse/tables/{{shard}}/{}/{name}_local', '{{replica}}')",
-                layout.database
-            ),
+    let on_cluster = on_cluster(layout.cluster.as_deref());
+    let local = storage_table(layout, table);
+    let engine = match &layout.cluster {
+        None => "MergeTree".to_string(),
+        Some(_) => format!(
+            "ReplicatedMergeTree('/clickhouse/tables/{{shard}}/{}/{local}', '{{replica}}')",
+            layout.database
         ),
     };
     // A retried insert carries the same insert_deduplication_token; plain
@@ -318,17 +312,26 @@ pub fn sharding_key(table: Table) -> String {
     }
 }
 
-/// `ALTER TABLE … MODIFY TTL` for a changed retention.
-pub fn modify_ttl(layout: &Layout, table: Table, retention: Duration) -> String {
-    let local = match &layout.cluster {
+/// ` ON CLUSTER `name`` on a cluster, nothing otherwise.
+pub fn on_cluster(cluster: Option<&str>) -> String {
+    cluster
+        .map(|c| format!(" ON CLUSTER {}", ident(c)))
+        .unwrap_or_default()
+}
+
+/// The table a signal's rows and TTL live in: `<name>_local` on a cluster
+/// (under the Distributed table of the signal's name), else the table itself.
+pub fn storage_table(layout: &Layout, table: Table) -> String {
+    match layout.cluster {
         None => table.name().to_string(),
         Some(_) => format!("{}_local", table.name()),
-    };
-    let on_cluster = layout
-        .cluster
-        .as_ref()
-        .map(|c| format!(" ON CLUSTER {}", ident(c)))
-        .unwrap_or_default();
+    }
+}
+
+/// `ALTER TABLE … MODIFY TTL` for a changed retention.
+pub fn modify_ttl(layout: &Layout, table: Table, retention: Duration) -> String {
+    let local = storage_table(layout, table);
+    let on_cluster = on_cluster(layout.cluster.as_deref());
     format!(
         "ALTER TABLE {}.{}{on_cluster} MODIFY {}",
         ident(&layout.database),
@@ -339,11 +342,7 @@ pub fn modify_ttl(layout: &Layout, table: Table, retention: Duration) -> String 
 
 /// Every statement to create the database and all tables.
 pub fn create_all(layout: &Layout, retention: impl Fn(Table) -> Duration) -> Vec<String> {
-    let on_cluster = layout
-        .cluster
-        .as_ref()
-        .map(|c| format!(" ON CLUSTER {}", ident(c)))
-        .unwrap_or_default();
+    let on_cluster = on_cluster(layout.cluster.as_deref());
     let mut out = vec![format!(
         "CREATE DATABASE IF NOT EXISTS {}{on_cluster}",
         ident(&layout.database)

@@ -36,7 +36,15 @@ pub async fn insert(
     batches: &[RecordBatch],
     dedup_token: Option<&str>,
 ) -> Result<(), ClickHouseError> {
-    insert_with(client, table, batches, dedup_token, &[]).await
+    insert_as(
+        client,
+        table,
+        batches,
+        InsertFormat::Native,
+        dedup_token,
+        &[],
+    )
+    .await
 }
 
 /// The wire format of inserts. Native is what otelhouse sends: ClickHouse
@@ -63,26 +71,7 @@ impl InsertFormat {
     }
 }
 
-/// [`insert`] with further settings for this insert.
-pub async fn insert_with(
-    client: &Client,
-    table: Table,
-    batches: &[RecordBatch],
-    dedup_token: Option<&str>,
-    extra: &[(&str, String)],
-) -> Result<(), ClickHouseError> {
-    insert_as(
-        client,
-        table,
-        batches,
-        InsertFormat::Native,
-        dedup_token,
-        extra,
-    )
-    .await
-}
-
-/// [`insert_with`] in a chosen format.
+/// [`insert`] in a chosen format, with further settings for this insert.
 pub async fn insert_as(
     client: &Client,
     table: Table,

@@ -69,13 +69,6 @@ impl Plan {
         }
     }
 
-    fn on_cluster(&self) -> String {
-        self.cluster
-            .as_ref()
-            .map(|c| format!(" ON CLUSTER {}", ident(c)))
-            .unwrap_or_default()
-    }
-
     fn host(&self) -> String {
         if self.allow_from.is_empty() {
             " HOST ANY".into()
@@ -129,7 +122,7 @@ impl Plan {
         tables: &[String],
     ) -> Vec<String> {
         let db = ident(&self.database);
-        let on = self.on_cluster();
+        let on = crate::ddl::on_cluster(self.cluster.as_deref());
         let (role, profile, quota) = (
             ident(&self.reader_role),
             ident(&self.profile),
@@ -353,6 +346,27 @@ fn finding(user: &str, check: &str, ok: bool, detail: impl Into<String>) -> Find
     }
 }
 
+/// A probe that must be refused for lack of rights: passed when it was,
+/// failed when it ran (`allowed` says what that means) or failed otherwise.
+fn must_refuse(
+    user: &str,
+    check: &str,
+    result: Result<String, ClickHouseError>,
+    refused_detail: String,
+    allowed: String,
+) -> Finding {
+    match result {
+        Err(e) if refused(&e) => finding(user, check, true, refused_detail),
+        Err(e) => finding(
+            user,
+            check,
+            false,
+            format!("failed for another reason: {e}"),
+        ),
+        Ok(_) => finding(user, check, false, allowed),
+    }
+}
+
 /// Logs in as `client`'s user and compares `SHOW GRANTS FINAL` (every
 /// privilege, roles included) with what the plan gives that user.
 async fn check_grants(plan: &Plan, user: &str, client: &Client) -> Finding {
@@ -442,57 +456,33 @@ pub async fn verify(
     );
     // ...cannot write (an INSERT of no rows: harmless if it were allowed)...
     let insert = format!("INSERT INTO {logs} SELECT * FROM {logs} LIMIT 0");
-    out.push(match run(query, &insert, &[]).await {
-        Err(e) if refused(&e) => finding(qu, "cannot write", true, "INSERT refused"),
-        Err(e) => finding(
-            qu,
-            "cannot write",
-            false,
-            format!("INSERT failed for another reason: {e}"),
-        ),
-        Ok(_) => finding(
-            qu,
-            "cannot write",
-            false,
-            format!("INSERT into {logs} was allowed: excess grant INSERT or readonly is off"),
-        ),
-    });
+    out.push(must_refuse(
+        qu,
+        "cannot write",
+        run(query, &insert, &[]).await,
+        "INSERT refused".into(),
+        format!("INSERT into {logs} was allowed: excess grant INSERT or readonly is off"),
+    ));
     // ...cannot lift its own limits...
     let lift = [("readonly", "0".to_string())];
-    out.push(match run(query, "SELECT 1", &lift).await {
-        Err(e) if refused(&e) => finding(
-            qu,
-            "cannot leave read-only mode",
-            true,
-            "readonly=0 refused",
-        ),
-        Err(e) => finding(qu, "cannot leave read-only mode", false, e.to_string()),
-        Ok(_) => finding(
-            qu,
-            "cannot leave read-only mode",
-            false,
-            "readonly=0 was accepted: the settings profile is missing",
-        ),
-    });
+    out.push(must_refuse(
+        qu,
+        "cannot leave read-only mode",
+        run(query, "SELECT 1", &lift).await,
+        "readonly=0 refused".into(),
+        "readonly=0 was accepted: the settings profile is missing".into(),
+    ));
     let beyond = [(
         "max_execution_time",
         (plan.limits.max_execution_time_secs + 1).to_string(),
     )];
-    out.push(match run(query, "SELECT 1", &beyond).await {
-        Err(e) if refused(&e) => finding(
-            qu,
-            "settings are bounded",
-            true,
-            "max_execution_time above its MAX refused",
-        ),
-        Err(e) => finding(qu, "settings are bounded", false, e.to_string()),
-        Ok(_) => finding(
-            qu,
-            "settings are bounded",
-            false,
-            "max_execution_time above the profile's MAX was accepted",
-        ),
-    });
+    out.push(must_refuse(
+        qu,
+        "settings are bounded",
+        run(query, "SELECT 1", &beyond).await,
+        "max_execution_time above its MAX refused".into(),
+        "max_execution_time above the profile's MAX was accepted".into(),
+    ));
     // ...and sees no other database.
     out.push(other_databases(qu, query, &plan.database).await);
     out.push(check_grants(plan, qu, query).await);

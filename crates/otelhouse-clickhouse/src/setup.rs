@@ -26,14 +26,6 @@ pub async fn server_version(client: &Client) -> Result<Version, ClickHouseError>
     })
 }
 
-/// The table a signal's rows and its TTL live in (`<name>_local` on a cluster).
-fn storage_table(layout: &Layout, table: Table) -> String {
-    match layout.cluster {
-        None => table.name().to_string(),
-        Some(_) => format!("{}_local", table.name()),
-    }
-}
-
 /// `name → CREATE statement` of the database's tables the user can see.
 async fn existing_tables(
     client: &Client,
@@ -90,7 +82,7 @@ pub async fn ensure_tables(
     let existing = existing_tables(client, &layout.database).await?;
     for table in Table::ALL {
         let have = |name: &str| existing.iter().any(|(n, _)| n == name);
-        if have(table.name()) && have(&storage_table(&layout, table)) {
+        if have(table.name()) && have(&ddl::storage_table(&layout, table)) {
             continue;
         }
         for sql in ddl::create_table(&layout, table, retention(table)) {
@@ -114,7 +106,7 @@ pub async fn sync_retention(
     let existing = existing_tables(client, &layout.database).await?;
     let mut changed = Vec::new();
     for table in Table::ALL {
-        let name = storage_table(layout, table);
+        let name = ddl::storage_table(layout, table);
         let Some((_, create)) = existing.iter().find(|(n, _)| *n == name) else {
             continue;
         };

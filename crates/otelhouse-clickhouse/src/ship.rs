@@ -75,7 +75,7 @@ impl Default for ShipOptions {
 pub struct ShipStats {
     pub shipped_rows: AtomicU64,
     pub shipped_batches: AtomicU64,
-    pub failed_inserts: AtomicU64,
+    pub failed_attempts: AtomicU64,
     /// Entries read back from the WAL because memory was over budget.
     pub entries_read_back: AtomicU64,
     pub memory_bytes: AtomicU64,
@@ -275,7 +275,7 @@ impl Shipper {
     fn failed(&self, e: &ClickHouseError, doing: &str) {
         self.inner
             .stats
-            .failed_inserts
+            .failed_attempts
             .fetch_add(1, Ordering::Relaxed);
         *self.inner.stats.last_error.lock() = Some(format!("{doing}: {e}"));
         tracing::error!(error = %e, backlog_entries = self.backlog_entries(), "{doing} failed; will retry (the WAL keeps the data)");
@@ -478,8 +478,15 @@ impl Shipper {
         for (table, batches) in &batch.tables {
             let token = format!("{instance}:{}:{}-{}", table.name(), batch.first, batch.last);
             loop {
-                match insert::insert_with(&inner.client, *table, batches, Some(&token), &settings)
-                    .await
+                match insert::insert_as(
+                    &inner.client,
+                    *table,
+                    batches,
+                    insert::InsertFormat::Native,
+                    Some(&token),
+                    &settings,
+                )
+                .await
                 {
                     Ok(()) => break,
                     Err(e) => {

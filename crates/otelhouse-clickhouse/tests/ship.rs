@@ -70,6 +70,26 @@ async fn wait_for_rows(client: &Client, shipper: &Shipper, want: u64) {
     }
 }
 
+/// A shipper's `run` in a task, until `stop`.
+struct Running {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    fn start(shipper: &Shipper) -> Running {
+        let (stop, stop_rx) = watch::channel(false);
+        let shipper = shipper.clone();
+        let task = tokio::spawn(async move { shipper.run(retention(), stop_rx).await });
+        Running { stop, task }
+    }
+
+    async fn stop(self) {
+        self.stop.send(true).unwrap();
+        self.task.await.unwrap();
+    }
+}
+
 fn opts() -> ShipOptions {
     ShipOptions {
         max_delay: Duration::from_millis(100),
@@ -109,11 +129,7 @@ async fn every_acknowledged_entry_arrives_once_across_an_outage() {
     )
     .unwrap();
     let committer = Committer::start(wal, shipper.applier(), Default::default());
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let run = tokio::spawn({
-        let shipper = shipper.clone();
-        async move { shipper.run(retention(), stop_rx).await }
-    });
+    let run = Running::start(&shipper);
 
     for i in 0..20 {
         submit(&committer, i, 50).await;
@@ -135,7 +151,7 @@ async fn every_acknowledged_entry_arrives_once_across_an_outage() {
     assert!(
         shipper
             .stats()
-            .failed_inserts
+            .failed_attempts
             .load(std::sync::atomic::Ordering::Relaxed)
             > 0
     );
@@ -154,16 +170,11 @@ async fn every_acknowledged_entry_arrives_once_across_an_outage() {
     // It comes back (on a new port: the shipper's client still points at
     // the old one, so a new shipper takes over from the state file, as a
     // restarted server would).
-    stop_tx.send(true).unwrap();
-    run.await.unwrap();
+    run.stop().await;
     let front = ChdbFront::start_on(ch_dir.path());
     let shipper = Shipper::open(front.client("otel"), &wal_dir, &state, opts()).unwrap();
     shipper.set_durable(60);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let run = tokio::spawn({
-        let shipper = shipper.clone();
-        async move { shipper.run(retention(), stop_rx).await }
-    });
+    let run = Running::start(&shipper);
     let client = front.client("otel");
     wait_for_rows(&client, &shipper, 3000).await;
     assert_eq!(
@@ -180,8 +191,7 @@ async fn every_acknowledged_entry_arrives_once_across_an_outage() {
             >= 40,
         "the backlog came back from the WAL"
     );
-    stop_tx.send(true).unwrap();
-    run.await.unwrap();
+    run.stop().await;
     drop(committer);
 }
 
@@ -198,15 +208,10 @@ async fn a_batch_resent_after_a_crash_is_stored_once() {
     for i in 0..5 {
         submit(&committer, i, 100).await;
     }
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let run = tokio::spawn({
-        let shipper = shipper.clone();
-        async move { shipper.run(retention(), stop_rx).await }
-    });
+    let run = Running::start(&shipper);
     let client = front.client("otel");
     wait_for_rows(&client, &shipper, 500).await;
-    stop_tx.send(true).unwrap();
-    run.await.unwrap();
+    run.stop().await;
     assert_eq!(shipper.shipped_seq(), 5);
 
     // A crash after ClickHouse stored the batch but before the state file
@@ -219,11 +224,7 @@ async fn a_batch_resent_after_a_crash_is_stored_once() {
     let shipper = Shipper::open(front.client("otel"), &wal_dir, &state, opts()).unwrap();
     assert_eq!(shipper.shipped_seq(), 0);
     shipper.set_durable(5);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let run = tokio::spawn({
-        let shipper = shipper.clone();
-        async move { shipper.run(retention(), stop_rx).await }
-    });
+    let run = Running::start(&shipper);
     let deadline = Instant::now() + Duration::from_secs(30);
     while shipper.shipped_seq() < 5 {
         assert!(
@@ -245,6 +246,5 @@ async fn a_batch_resent_after_a_crash_is_stored_once() {
         Some(500),
         "ClickHouse stored the resent batch once (same deduplication token)"
     );
-    stop_tx.send(true).unwrap();
-    run.await.unwrap();
+    run.stop().await;
 }

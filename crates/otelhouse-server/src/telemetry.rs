@@ -229,7 +229,7 @@ fn encode_shipper(
         encoder,
         "clickhouse_failed_attempts",
         "Failed inserts or table set-ups (each is retried with backoff)",
-        s.failed_inserts.load(Ordering::Relaxed),
+        s.failed_attempts.load(Ordering::Relaxed),
     )?;
     counter(
         encoder,
