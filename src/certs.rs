@@ -30,9 +30,9 @@ struct CaDir {
 impl CaDir {
     fn passphrase(&self) -> anyhow::Result<Option<String>> {
         if let Some(p) = &self.passphrase_file {
-            let text = std::fs::read_to_string(p)
+            let text = otelhouse_server::config::read_secret_file(p)
                 .with_context(|| format!("reading the passphrase file {}", p.display()))?;
-            return Ok(Some(text.trim_end_matches(['\n', '\r']).to_string()));
+            return Ok(Some(text));
         }
         Ok(std::env::var("OTELHOUSE_CA_PASSPHRASE").ok())
     }

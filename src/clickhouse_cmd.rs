@@ -10,7 +10,7 @@ use clap::{Args, Subcommand};
 use otelhouse_clickhouse::provision::{self, Plan};
 use otelhouse_clickhouse::{Client, Connection, ddl};
 use otelhouse_schema::Table;
-use otelhouse_server::config::{ClickHouseConfig, Redacted};
+use otelhouse_server::config::{ClickHouseConfig, Redacted, read_secret_file};
 
 /// The ClickHouse settings of `serve` and `clickhouse verify`.
 #[derive(Args, Default)]
@@ -58,11 +58,7 @@ impl ClickHouseFlags {
     /// Flags (and their variables) over `c`; passwords only from the
     /// environment or files, never a flag (flags show up in `ps`).
     pub fn apply(self, c: &mut ClickHouseConfig) {
-        fn set<T>(slot: &mut T, v: Option<T>) {
-            if let Some(v) = v {
-                *slot = v;
-            }
-        }
+        use crate::set;
         set(&mut c.url, self.clickhouse_url.map(Some));
         set(&mut c.database, self.clickhouse_database);
         set(&mut c.ingest_user, self.clickhouse_ingest_user);
@@ -181,21 +177,12 @@ pub async fn run(args: ClickHouseArgs) -> anyhow::Result<()> {
 /// A password from `dir/name` if it is there, else a new one written 0600.
 fn password_file(dir: &Path, name: &str) -> anyhow::Result<(String, PathBuf)> {
     let path = dir.join(name);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => Ok((text.trim_end_matches(['\n', '\r']).to_string(), path)),
+    match read_secret_file(&path) {
+        Ok(password) => Ok((password, path)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            use std::io::Write as _;
-            use std::os::unix::fs::OpenOptionsExt as _;
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             let password = provision::random_hex(24)?;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-                .with_context(|| format!("creating {}", path.display()))?;
-            writeln!(f, "{password}")?;
-            f.sync_all()?;
+            otelhouse_tls::files::write_atomic(&path, format!("{password}\n").as_bytes(), 0o600)?;
             Ok((password, path))
         }
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
@@ -213,10 +200,7 @@ async fn provision_cmd(a: ProvisionArgs) -> anyhow::Result<()> {
         provision::check_cidr(cidr).map_err(|e| anyhow::anyhow!("--allow-from {e}"))?;
     }
     let admin_password = match &a.admin_password_file {
-        Some(p) => std::fs::read_to_string(p)
-            .with_context(|| format!("reading {}", p.display()))?
-            .trim_end_matches(['\n', '\r'])
-            .to_string(),
+        Some(p) => read_secret_file(p).with_context(|| format!("reading {}", p.display()))?,
         None => std::env::var("OTELHOUSE_CLICKHOUSE_ADMIN_PASSWORD").unwrap_or_default(),
     };
     let admin = Client::new(Connection {
@@ -302,15 +286,7 @@ async fn provision_cmd(a: ProvisionArgs) -> anyhow::Result<()> {
 }
 
 async fn verify_cmd(a: VerifyArgs) -> anyhow::Result<()> {
-    let mut c = match &a.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading config file {}", path.display()))?;
-            otelhouse_server::ServeConfig::from_toml(&text)
-                .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?
-        }
-        None => otelhouse_server::ServeConfig::default(),
-    };
+    let mut c = crate::load_config(a.config.as_deref())?;
     a.clickhouse.apply(&mut c.clickhouse);
     let ch = &c.clickhouse;
     let (ingest, query) = ch

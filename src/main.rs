@@ -225,23 +225,30 @@ struct ServeArgs {
     print_config: bool,
 }
 
+/// The TOML config file's settings, or the defaults without one.
+fn load_config(path: Option<&Path>) -> anyhow::Result<ServeConfig> {
+    match path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading config file {}", path.display()))?;
+            ServeConfig::from_toml(&text)
+                .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))
+        }
+        None => Ok(ServeConfig::default()),
+    }
+}
+
+/// A flag's value (or its variable's), when given, over the slot's.
+fn set<T>(slot: &mut T, v: Option<T>) {
+    if let Some(v) = v {
+        *slot = v;
+    }
+}
+
 impl ServeArgs {
     /// flag > environment (both via clap) > config file > default.
     fn into_config(self) -> anyhow::Result<ServeConfig> {
-        let mut c = match &self.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading config file {}", path.display()))?;
-                ServeConfig::from_toml(&text)
-                    .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?
-            }
-            None => ServeConfig::default(),
-        };
-        fn set<T>(slot: &mut T, v: Option<T>) {
-            if let Some(v) = v {
-                *slot = v;
-            }
-        }
+        let mut c = load_config(self.config.as_deref())?;
         set(&mut c.data_dir, self.data_dir);
         set(&mut c.otlp_grpc_addr, self.otlp_grpc_addr);
         set(&mut c.otlp_http_addr, self.otlp_http_addr);

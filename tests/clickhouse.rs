@@ -328,13 +328,8 @@ async fn provisioning_sql_parses_in_clickhouse_and_verify_names_excess_grants() 
     }
 
     // Before the tables exist, verify says what to do.
-    let out = Command::new(BIN)
-        .args(["clickhouse", "verify", "--clickhouse-url"])
-        .arg(front.url())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "{stdout}");
+    let (passed, stdout) = verify(&front.url(), &[]);
+    assert!(!passed, "{stdout}");
     assert!(
         stdout.contains("run `otelhouse clickhouse provision`"),
         "{stdout}"
@@ -362,13 +357,8 @@ async fn provisioning_sql_parses_in_clickhouse_and_verify_names_excess_grants() 
 
     // chdb has no access control: every user may do everything, and verify
     // says so, naming the checks that fail.
-    let out = Command::new(BIN)
-        .args(["clickhouse", "verify", "--clickhouse-url"])
-        .arg(front.url())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "{stdout}");
+    let (passed, stdout) = verify(&front.url(), &[]);
+    assert!(!passed, "{stdout}");
     assert!(
         stdout.contains("FAIL") && stdout.contains("cannot write"),
         "{stdout}"
@@ -376,15 +366,22 @@ async fn provisioning_sql_parses_in_clickhouse_and_verify_names_excess_grants() 
     assert!(stdout.contains("excess grant"), "{stdout}");
 }
 
-/// `clickhouse verify` over TLS: its first check reads, so its line says
-/// whether (and why not) the connection worked.
-fn verify_over_tls(url: &str, extra: &[&str]) -> String {
+/// `clickhouse verify`: whether it passed, and what it printed (stdout
+/// then stderr). Its first check reads, so over TLS its line says whether
+/// (and why not) the connection worked.
+fn verify(url: &str, extra: &[&str]) -> (bool, String) {
     let out = Command::new(BIN)
         .args(["clickhouse", "verify", "--clickhouse-url", url])
         .args(extra)
         .output()
         .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+fn verify_over_tls(url: &str, extra: &[&str]) -> String {
+    verify(url, extra).1
 }
 
 /// The tables, created over TLS (verify reads `otel.otel_logs`).

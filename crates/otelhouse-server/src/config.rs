@@ -152,8 +152,7 @@ impl ClickHouseConfig {
         }
         match file {
             None => Ok(String::new()),
-            Some(path) => std::fs::read_to_string(path)
-                .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+            Some(path) => read_secret_file(path)
                 .map_err(|e| format!("reading the {what} password file {}: {e}", path.display())),
         }
     }
@@ -374,6 +373,12 @@ impl ServeConfig {
         }
         out
     }
+}
+
+/// A secret kept in a file (a password, a passphrase): its text without
+/// the line ending editors and `echo` leave after it.
+pub fn read_secret_file(path: &std::path::Path) -> std::io::Result<String> {
+    std::fs::read_to_string(path).map(|s| s.trim_end_matches(['\n', '\r']).to_string())
 }
 
 /// Durations as people write them: `30s`, `72h`, `7d`.

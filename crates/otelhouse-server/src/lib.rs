@@ -290,13 +290,7 @@ pub async fn serve(
         telemetry,
         security,
         metrics_need_token: api_public,
-        ready: match &backend.sink {
-            Sink::Embedded(_) => Arc::new(|| true),
-            Sink::ClickHouse(shipper) => {
-                let shipper = shipper.clone();
-                Arc::new(move || shipper.is_ready())
-            }
-        },
+        ready: backend.ready,
     });
     let api = listen::serve_axum(api_l, api_router, stopped(stop_rx));
 
@@ -346,6 +340,8 @@ struct Backend {
     committer: Committer<TableBatches>,
     buffer: Arc<dyn WriteBuffer>,
     storage: Arc<dyn otelhouse_storage::Storage>,
+    /// Whether `storage` can answer (`/readyz`).
+    ready: Arc<dyn Fn() -> bool + Send + Sync>,
     sink: Sink,
 }
 
@@ -392,6 +388,7 @@ fn open_embedded(
         committer: Committer::start(wal, store.applier(), committer_opts),
         buffer: Arc::new(store.clone()),
         storage: Arc::new(store.clone()),
+        ready: Arc::new(|| true),
         sink: Sink::Embedded(store),
     })
 }
@@ -463,6 +460,10 @@ fn open_clickhouse(
         committer: Committer::start(wal, shipper.applier(), committer_opts),
         buffer: Arc::new(shipper.clone()),
         storage: Arc::new(reader),
+        ready: {
+            let shipper = shipper.clone();
+            Arc::new(move || shipper.is_ready())
+        },
         sink: Sink::ClickHouse(shipper),
     })
 }
