@@ -82,6 +82,7 @@ mod tests {
             rows,
             bytes: rows,
             raw_bytes: rows,
+            index_bytes: 0,
             min_time: partition,
             max_time: partition + 1,
         }

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use arrow::array::StringArray;
 use arrow::record_batch::RecordBatch;
 use datafusion::datasource::MemTable;
 use datafusion::execution::memory_pool::GreedyMemoryPool;
@@ -35,9 +36,11 @@ use otelhouse_wal::{Apply, Entry};
 use parking_lot::Mutex;
 
 use crate::manifest::{self, Manifest, PartMeta};
+use crate::parts_table::{LazyIndex, PartFile, PartsTable};
 use crate::query::{QueryError, TimeRange};
 use crate::retention::{self, RetentionPolicy};
 use crate::{compaction, part};
+use crate::{has_token, text_index};
 
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -76,15 +79,42 @@ impl Default for StoreOptions {
 pub(crate) struct LivePart {
     meta: PartMeta,
     path: PathBuf,
+    index: Arc<LazyIndex>,
     obsolete: AtomicBool,
+}
+
+impl LivePart {
+    fn new(meta: PartMeta, path: PathBuf) -> LivePart {
+        let index_path = (meta.index_bytes > 0).then(|| path.with_extension("tokens"));
+        LivePart {
+            index: Arc::new(LazyIndex::new(index_path, meta.rows)),
+            meta,
+            path,
+            obsolete: AtomicBool::new(false),
+        }
+    }
+
+    fn file(&self) -> PartFile {
+        PartFile {
+            path: self.path.clone(),
+            bytes: self.meta.bytes - self.meta.index_bytes,
+            min_time: self.meta.min_time,
+            max_time: self.meta.max_time,
+            index: self.index.clone(),
+        }
+    }
 }
 
 impl Drop for LivePart {
     fn drop(&mut self) {
-        if self.obsolete.load(Ordering::Acquire)
-            && let Err(e) = fs::remove_file(&self.path)
-        {
-            tracing::warn!(part = %self.path.display(), error = %e, "could not delete a replaced part");
+        if !self.obsolete.load(Ordering::Acquire) {
+            return;
+        }
+        let index = (self.meta.index_bytes > 0).then(|| self.path.with_extension("tokens"));
+        for path in std::iter::once(&self.path).chain(index.as_ref()) {
+            if let Err(e) = fs::remove_file(path) {
+                tracing::warn!(part = %path.display(), error = %e, "could not delete a replaced part");
+            }
         }
     }
 }
@@ -236,11 +266,9 @@ impl EmbeddedStore {
                     dir.join("MANIFEST.json").display()
                 );
             }
-            state.tables[table as usize].parts.push(Arc::new(LivePart {
-                meta: meta.clone(),
-                path,
-                obsolete: AtomicBool::new(false),
-            }));
+            state.tables[table as usize]
+                .parts
+                .push(Arc::new(LivePart::new(meta.clone(), path)));
         }
         for table in Table::ALL {
             state.tables[table as usize].flushed_seq = manifest.flushed_seq(table);
@@ -424,6 +452,7 @@ impl EmbeddedStore {
                 rows: 0,
                 bytes: 0,
                 raw_bytes: 0,
+                index_bytes: 0,
                 min_time: rows.min_time,
                 max_time: rows.max_time,
             };
@@ -458,20 +487,37 @@ impl EmbeddedStore {
         let table = meta.table().expect("our own table name");
         let mut file = fs::File::create(&path)?;
         let mut writer = part::Writer::new(&mut file, table)?;
+        let text = text_index::text_column(table);
+        let mut index = match text {
+            Some(_) => Some(text_index::Builder::create(&path.with_extension("tokens"))?),
+            None => None,
+        };
         for batch in batches {
-            writer.write(&batch?)?;
+            let batch = batch?;
+            writer.write(&batch)?;
+            if let (Some(index), Some(column)) = (&mut index, text) {
+                let texts = batch
+                    .column_by_name(column)
+                    .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("{} has no text column {column}", table.name())
+                    })?;
+                index.add(texts)?;
+            }
         }
         let written = writer.finish()?;
         file.sync_all()?;
         meta.bytes = file.metadata()?.len();
+        if let Some(index) = index {
+            let (index_file, size) = index.finish(&written.row_groups)?;
+            index_file.sync_all()?;
+            meta.index_bytes = size;
+            meta.bytes += size;
+        }
         meta.rows = written.rows;
         meta.raw_bytes = written.raw_bytes;
         manifest::sync_dir(pdir)?;
-        Ok(Arc::new(LivePart {
-            meta,
-            path,
-            obsolete: AtomicBool::new(false),
-        }))
+        Ok(Arc::new(LivePart::new(meta, path)))
     }
 
     /// Drops partitions past their retention, then the oldest ones while
@@ -571,6 +617,7 @@ impl EmbeddedStore {
                 rows: 0,
                 bytes: 0,
                 raw_bytes: 0,
+                index_bytes: 0,
                 min_time: inputs.iter().map(|p| p.meta.min_time).min().unwrap_or(0),
                 max_time: inputs.iter().map(|p| p.meta.max_time).max().unwrap_or(0),
             };
@@ -718,13 +765,8 @@ impl EmbeddedStore {
         if parts.is_empty() {
             return Ok((memory, parts));
         }
-        let paths: Vec<String> = parts
-            .iter()
-            .map(|p| p.path.to_string_lossy().into_owned())
-            .collect();
-        let on_disk = ctx
-            .read_parquet(paths, ParquetReadOptions::default().schema(&schema))
-            .await?;
+        let files = parts.iter().map(|p| p.file()).collect();
+        let on_disk = ctx.read_table(Arc::new(PartsTable::new(table, files)))?;
         Ok((on_disk.union(memory)?, parts))
     }
 
@@ -757,7 +799,9 @@ impl EmbeddedStore {
         // SQL mode: column names are ClickStack's CamelCase, matched as
         // written (as ClickHouse does).
         config.options_mut().sql_parser.enable_ident_normalization = false;
-        SessionContext::new_with_config_rt(config, self.inner.runtime.clone())
+        let ctx = SessionContext::new_with_config_rt(config, self.inner.runtime.clone());
+        ctx.register_udf(has_token::udf());
+        ctx
     }
 }
 
@@ -861,7 +905,7 @@ impl Apply<TableBatches> for StoreApplier {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::Storage;
     use crate::query::SearchQuery;
@@ -1010,7 +1054,7 @@ mod tests {
     }
 
     /// A logs request of one service whose records have the given times.
-    fn timed(service: &str, times: &[i64]) -> TableBatches {
+    pub(crate) fn timed(service: &str, times: &[i64]) -> TableBatches {
         use opentelemetry_proto::tonic::common::v1::KeyValue;
         use opentelemetry_proto::tonic::resource::v1::Resource;
         OtlpRequest::Logs(ExportLogsServiceRequest {
@@ -1078,16 +1122,25 @@ mod tests {
         rows
     }
 
+    /// The logs table's part files; each has its token index beside it,
+    /// and no index outlives its part.
     fn part_files(dir: &Path) -> Vec<PathBuf> {
-        let mut out = Vec::new();
+        let (mut parts, mut indexes) = (Vec::new(), Vec::new());
         let tdir = dir.join("parts").join(Table::Logs.name());
         for p in fs::read_dir(tdir).into_iter().flatten() {
             for f in fs::read_dir(p.unwrap().path()).unwrap() {
-                out.push(f.unwrap().path());
+                let f = f.unwrap().path();
+                match f.extension().and_then(|e| e.to_str()) {
+                    Some("tokens") => indexes.push(f),
+                    _ => parts.push(f),
+                }
             }
         }
-        out.sort();
-        out
+        parts.sort();
+        indexes.sort();
+        let expected: Vec<PathBuf> = parts.iter().map(|p| p.with_extension("tokens")).collect();
+        assert_eq!(indexes, expected, "one token index per part");
+        parts
     }
 
     fn services_in_file(path: &Path) -> Vec<String> {

@@ -7,14 +7,17 @@
 
 pub mod compaction;
 pub mod embedded;
+pub mod has_token;
 pub mod manifest;
 pub mod part;
+pub mod parts_table;
 pub mod query;
 pub mod reads;
 pub mod retention;
 pub mod rows;
 pub mod search;
 pub mod sql;
+pub mod text_index;
 
 pub use embedded::{EmbeddedStore, StoreOptions, TableStats, stats_on_disk};
 pub use query::{

@@ -34,8 +34,12 @@ pub struct PartMeta {
     /// 0 for a part written by a flush; a merge writes max(inputs) + 1.
     pub level: u32,
     pub rows: u64,
-    /// Bytes of the file on disk.
+    /// Bytes on disk: the Parquet file and its token index.
     pub bytes: u64,
+    /// Bytes of its token index (`<id>.tokens`); 0: none (a table without
+    /// text, or a part written before indexes existed).
+    #[serde(default)]
+    pub index_bytes: u64,
     /// Bytes of the same rows uncompressed (Parquet's own accounting).
     pub raw_bytes: u64,
     /// Smallest and largest row time, unix nanoseconds.
@@ -53,6 +57,11 @@ impl PartMeta {
         PathBuf::from(&self.table)
             .join(partition_name(self.partition))
             .join(format!("{:012}.parquet", self.id))
+    }
+
+    /// Path of the part's token index relative to the `parts/` directory.
+    pub fn relative_index_path(&self) -> PathBuf {
+        self.relative_path().with_extension("tokens")
     }
 }
 
@@ -138,7 +147,10 @@ pub fn remove_unlisted(dir: &Path, manifest: &Manifest) -> anyhow::Result<usize>
     let live: std::collections::HashSet<PathBuf> = manifest
         .parts
         .iter()
-        .map(|p| dir.join(p.relative_path()))
+        .flat_map(|p| {
+            let index = (p.index_bytes > 0).then(|| dir.join(p.relative_index_path()));
+            std::iter::once(dir.join(p.relative_path())).chain(index)
+        })
         .collect();
     let mut removed = 0;
     for table in Table::ALL {
@@ -203,6 +215,7 @@ mod tests {
             rows: 3,
             bytes: 10,
             raw_bytes: 30,
+            index_bytes: 0,
             min_time: 1,
             max_time: 2,
         });

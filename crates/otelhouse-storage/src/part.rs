@@ -91,11 +91,13 @@ fn gather_runs(
 }
 
 /// What writing a part produced.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Written {
     pub rows: u64,
     /// Uncompressed bytes of the rows (Parquet's accounting).
     pub raw_bytes: u64,
+    /// Rows in each row group, in order.
+    pub row_groups: Vec<u64>,
 }
 
 /// Writes one part, batch by batch (already in part order).
@@ -125,6 +127,11 @@ impl<W: Write + Send> Writer<W> {
                 .iter()
                 .map(|rg| rg.total_byte_size() as u64)
                 .sum(),
+            row_groups: meta
+                .row_groups()
+                .iter()
+                .map(|rg| rg.num_rows() as u64)
+                .collect(),
         };
         Ok(written)
     }

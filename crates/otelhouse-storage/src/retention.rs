@@ -143,6 +143,7 @@ mod tests {
             rows: 1,
             bytes,
             raw_bytes: bytes,
+            index_bytes: 0,
             min_time: partition,
             max_time: partition + HOUR_NANOS - 1,
         }

@@ -7,14 +7,16 @@
 //! vanishing in SQL's three-valued logic.
 
 use arrow::datatypes::DataType;
-use datafusion::functions::expr_fn::{coalesce, regexp_like};
+use datafusion::functions::expr_fn::coalesce;
 use datafusion::functions::math::expr_fn::isnan;
 use datafusion::functions::string::expr_fn::{contains, lower};
 use datafusion::functions_nested::expr_fn::{array_element, map_extract};
 use datafusion::logical_expr::{Expr, cast, try_cast, when};
 use datafusion::prelude::{ident, lit};
 use datafusion::scalar::ScalarValue;
-use otelhouse_search::{Bound, CompareOp, Condition, Field, Query, token_pattern};
+use otelhouse_search::{Bound, CompareOp, Condition, Field, Query};
+
+use crate::has_token::has_token;
 
 /// The filter selecting the rows `q` matches.
 pub fn filter(q: &Query) -> Expr {
@@ -85,19 +87,10 @@ fn condition(field: &Field, c: &Condition) -> Expr {
     match c {
         Condition::Token { tokens, substring } => {
             let value = text(field);
+            // has_token, not a regex: the token index recognises it.
             let mut e = tokens
                 .iter()
-                .map(|t| {
-                    // A cheap case-insensitive substring test first (the
-                    // Parquet row filter evaluates conjuncts in turn), the
-                    // regex only on the rows that pass it. Tokens are
-                    // alphanumeric: no LIKE wildcards.
-                    value.clone().ilike(lit(format!("%{t}%"))).and(regexp_like(
-                        value.clone(),
-                        lit(token_pattern(t)),
-                        None,
-                    ))
-                })
+                .map(|t| has_token(value.clone(), t))
                 .reduce(Expr::and)
                 .unwrap_or(lit(true));
             if let Some(sub) = substring {

@@ -9,15 +9,12 @@ use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
 use datafusion::datasource::MemTable;
-use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{
-    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
-};
 use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use otelhouse_schema::Table;
 
 use crate::manifest::Manifest;
+use crate::parts_table::{LazyIndex, PartFile, PartsTable};
 
 /// A session with every table registered under its ClickStack name.
 pub fn session(data_dir: &Path) -> anyhow::Result<SessionContext> {
@@ -30,25 +27,30 @@ pub fn session(data_dir: &Path) -> anyhow::Result<SessionContext> {
     // ClickHouse does, instead of lower-casing unquoted identifiers.
     config.options_mut().sql_parser.enable_ident_normalization = false;
     let ctx = SessionContext::new_with_config(config);
+    ctx.register_udf(crate::has_token::udf());
     for table in Table::ALL {
-        let urls = manifest
+        let files: Vec<PartFile> = manifest
             .parts
             .iter()
             .filter(|p| p.table == table.name())
-            .map(|p| ListingTableUrl::parse(parts_dir.join(p.relative_path()).to_string_lossy()))
-            .collect::<Result<Vec<_>, _>>()?;
-        if urls.is_empty() {
+            .map(|p| {
+                let index = (p.index_bytes > 0).then(|| parts_dir.join(p.relative_index_path()));
+                PartFile {
+                    path: parts_dir.join(p.relative_path()),
+                    bytes: p.bytes - p.index_bytes,
+                    min_time: p.min_time,
+                    max_time: p.max_time,
+                    index: Arc::new(LazyIndex::new(index, p.rows)),
+                }
+            })
+            .collect();
+        if files.is_empty() {
             // No parts yet: an empty table of the right shape.
             let empty = MemTable::try_new(table.schema(), vec![vec![]])?;
             ctx.register_table(table.name(), Arc::new(empty))?;
             continue;
         }
-        let options =
-            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-        let config = ListingTableConfig::new_with_multi_paths(urls)
-            .with_listing_options(options)
-            .with_schema(table.schema());
-        ctx.register_table(table.name(), Arc::new(ListingTable::try_new(config)?))?;
+        ctx.register_table(table.name(), Arc::new(PartsTable::new(table, files)))?;
     }
     Ok(ctx)
 }
@@ -86,6 +88,48 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::embedded::tests::timed;
+    use crate::manifest::{HOUR_NANOS, partition_name};
+    use crate::{EmbeddedStore, StoreOptions};
+    use arrow::array::AsArray;
+    use arrow::datatypes::Int64Type;
+    use otelhouse_wal::Apply;
+
+    async fn count(ctx: &SessionContext, sql: &str) -> anyhow::Result<i64> {
+        let (batches, _) = run(ctx, sql, 1).await?;
+        Ok(batches[0].column(0).as_primitive::<Int64Type>().value(0))
+    }
+
+    /// A part outside the time range asked for, or whose token index rules
+    /// the token out, is never opened: here it is unreadable, and only a
+    /// query that must read it fails.
+    #[tokio::test]
+    async fn parts_the_filters_rule_out_are_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = 1_700_000_000_000_000_000 / HOUR_NANOS * HOUR_NANOS;
+        {
+            let store = EmbeddedStore::open(dir.path(), StoreOptions::default()).unwrap();
+            let mut applier = store.applier();
+            applier.apply(1, timed("old", &[t0 + 1, t0 + 2]));
+            store.flush(true).unwrap();
+            applier.apply(2, timed("new", &[t0 + HOUR_NANOS + 1, t0 + HOUR_NANOS + 2]));
+            store.flush(true).unwrap();
+        }
+        let old = dir
+            .path()
+            .join("parts/otel_logs")
+            .join(partition_name(t0))
+            .join("000000000001.parquet");
+        std::fs::write(&old, b"not parquet").unwrap();
+        let ctx = session(dir.path()).unwrap();
+        let secs = (t0 + HOUR_NANOS) / 1_000_000_000;
+        let recent =
+            format!("SELECT count(*) FROM otel_logs WHERE Timestamp >= to_timestamp({secs})");
+        assert_eq!(count(&ctx, &recent).await.unwrap(), 2);
+        let token = "SELECT count(*) FROM otel_logs WHERE has_token(Body, 'NEW')";
+        assert_eq!(count(&ctx, token).await.unwrap(), 2);
+        assert!(count(&ctx, "SELECT count(*) FROM otel_logs").await.is_err());
+    }
 
     #[tokio::test]
     async fn only_queries_run() {

@@ -1,0 +1,166 @@
+//! `has_token(text, token)`: whether `text` holds `token` as a whole token,
+//! ignoring case — the search language's bare term (letters, marks and
+//! digits; `otelhouse_search::token_pattern`), like ClickHouse's `hasToken`.
+//!
+//! One function instead of a LIKE prefilter and a regex, so the token
+//! index can recognise the condition in a plan (`parts_table`) and SQL
+//! mode can write it. The answer is the regex's by construction: ASCII
+//! rows take a case-insensitive substring search with a boundary check
+//! (for ASCII text and an ASCII token the two agree), every other row the
+//! regex itself.
+
+use std::sync::Arc;
+
+use aho_corasick::AhoCorasick;
+use arrow::array::{Array, ArrayRef, BooleanArray, StringArray};
+use arrow::datatypes::DataType;
+use datafusion::common::{Result, ScalarValue, exec_err};
+use datafusion::logical_expr::{
+    ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+use datafusion::prelude::lit;
+
+pub const NAME: &str = "has_token";
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct HasToken {
+    signature: Signature,
+}
+
+/// The function, to register in a session.
+pub fn udf() -> ScalarUDF {
+    ScalarUDF::new_from_impl(HasToken {
+        signature: Signature::exact(vec![DataType::Utf8, DataType::Utf8], Volatility::Immutable),
+    })
+}
+
+/// `has_token(text, token)` as an expression.
+pub fn has_token(text: Expr, token: &str) -> Expr {
+    udf().call(vec![text, lit(token)])
+}
+
+/// Decides one token against many texts.
+pub struct Matcher {
+    ascii: Option<AhoCorasick>,
+    regex: regex::Regex,
+}
+
+impl Matcher {
+    pub fn new(token: &str) -> std::result::Result<Matcher, String> {
+        if token.is_empty() || !token.chars().all(char::is_alphanumeric) {
+            return Err(format!(
+                "{NAME} takes one token of letters and digits, not {token:?}"
+            ));
+        }
+        let regex = regex::Regex::new(&otelhouse_search::token_pattern(token))
+            .map_err(|e| format!("{NAME}: {e}"))?;
+        let ascii = token
+            .is_ascii()
+            .then(|| {
+                AhoCorasick::builder()
+                    .ascii_case_insensitive(true)
+                    .build([token])
+            })
+            .transpose()
+            .map_err(|e| format!("{NAME}: {e}"))?;
+        Ok(Matcher { ascii, regex })
+    }
+
+    pub fn is_match(&self, text: &str) -> bool {
+        match &self.ascii {
+            Some(ac) if text.is_ascii() => {
+                let bytes = text.as_bytes();
+                // Non-overlapping occurrences suffice: an occurrence that
+                // overlaps an earlier one is preceded by a token byte.
+                ac.find_iter(text).any(|m| {
+                    (m.start() == 0 || !bytes[m.start() - 1].is_ascii_alphanumeric())
+                        && bytes
+                            .get(m.end())
+                            .is_none_or(|b| !b.is_ascii_alphanumeric())
+                })
+            }
+            _ => self.regex.is_match(text),
+        }
+    }
+}
+
+impl ScalarUDFImpl for HasToken {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Boolean)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let token = match &args.args[1] {
+            ColumnarValue::Scalar(ScalarValue::Utf8(Some(t))) => t.clone(),
+            ColumnarValue::Scalar(ScalarValue::Utf8(None)) => {
+                return Ok(ColumnarValue::Scalar(ScalarValue::Boolean(None)));
+            }
+            _ => return exec_err!("{NAME}'s second argument must be a constant"),
+        };
+        let matcher = match Matcher::new(&token) {
+            Ok(m) => m,
+            Err(e) => return exec_err!("{e}"),
+        };
+        let texts: ArrayRef = match &args.args[0] {
+            ColumnarValue::Array(a) => a.clone(),
+            ColumnarValue::Scalar(s) => s.to_array()?,
+        };
+        let Some(texts) = texts.as_any().downcast_ref::<StringArray>() else {
+            return exec_err!("{NAME} takes text");
+        };
+        let out: BooleanArray = texts
+            .iter()
+            .map(|t| t.map(|t| matcher.is_match(t)))
+            .collect();
+        Ok(match &args.args[0] {
+            ColumnarValue::Scalar(_) => {
+                ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?)
+            }
+            ColumnarValue::Array(_) => ColumnarValue::Array(Arc::new(out)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fast_path_agrees_with_the_regex() {
+        let texts = [
+            "timeout",
+            "TimeOut while reading",
+            "a timeout.",
+            "timeouts",
+            "xtimeout",
+            "timeout9",
+            "(timeout)",
+            "time out",
+            "timetimeout timeout",
+            "aatimeout timeoutaa",
+            "\u{212A}ernel timeout",
+            "ſtimeout",
+            "é timeout",
+            "timeoutė",
+            "",
+        ];
+        for token in ["timeout", "TIMEOUT", "kernel", "t1meout", "é"] {
+            let m = Matcher::new(token).unwrap();
+            let re = regex::Regex::new(&otelhouse_search::token_pattern(token)).unwrap();
+            for t in texts {
+                assert_eq!(m.is_match(t), re.is_match(t), "{token} in {t:?}");
+            }
+        }
+        assert!(Matcher::new("kernel").unwrap().is_match("\u{212A}ERNEL"));
+        assert!(Matcher::new("a-b").is_err());
+        assert!(Matcher::new("").is_err());
+    }
+}

@@ -1,0 +1,416 @@
+//! A table over a set of Parquet parts that consults each part's token
+//! index (`text_index`) before DataFusion reads it: from the filters the
+//! planner pushes down it derives which tokens a row must hold, and reads
+//! only the blocks of rows that may hold them (a part with none is not
+//! opened at all). Everything else — row-group and page statistics, the
+//! TraceId bloom filters, filter evaluation while decoding — is
+//! DataFusion's own Parquet scan, as with `read_parquet`.
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use datafusion::catalog::Session;
+use datafusion::common::{Result, ScalarValue};
+use datafusion::datasource::TableProvider;
+use datafusion::datasource::file_format::FileFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::parquet::{ParquetAccessPlan, RowGroupAccess};
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::expr::{Like, ScalarFunction};
+use datafusion::logical_expr::{
+    BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType,
+};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::empty::EmptyExec;
+use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
+
+use crate::has_token;
+use crate::text_index::{self, Index, Need};
+
+/// A part's token index, opened (and verified) on first use.
+#[derive(Debug)]
+pub struct LazyIndex {
+    path: Option<PathBuf>,
+    rows: u64,
+    cell: OnceLock<Option<Arc<Index>>>,
+}
+
+impl LazyIndex {
+    /// `path`: the index file, if the part has one.
+    pub fn new(path: Option<PathBuf>, rows: u64) -> Self {
+        LazyIndex {
+            path,
+            rows,
+            cell: OnceLock::new(),
+        }
+    }
+
+    /// The index, or `None` if the part has none or it cannot be trusted
+    /// (then the part is read whole; logged once).
+    pub fn get(&self) -> Option<&Arc<Index>> {
+        self.cell
+            .get_or_init(|| {
+                let path = self.path.as_ref()?;
+                Index::open(path, self.rows)
+                    .inspect_err(|e| {
+                        tracing::warn!(index = %path.display(), error = %e, "ignoring a token index; the part is read whole");
+                    })
+                    .ok()
+                    .map(Arc::new)
+            })
+            .as_ref()
+    }
+}
+
+/// One part as the table sees it.
+#[derive(Debug, Clone)]
+pub struct PartFile {
+    pub path: PathBuf,
+    pub bytes: u64,
+    /// Smallest and largest row time, unix nanoseconds.
+    pub min_time: i64,
+    pub max_time: i64,
+    pub index: Arc<LazyIndex>,
+}
+
+#[derive(Debug)]
+pub struct PartsTable {
+    schema: SchemaRef,
+    time_column: &'static str,
+    text_column: Option<&'static str>,
+    parts: Vec<PartFile>,
+}
+
+impl PartsTable {
+    pub fn new(table: otelhouse_schema::Table, parts: Vec<PartFile>) -> Self {
+        PartsTable {
+            schema: table.schema(),
+            time_column: table.time_column(),
+            text_column: text_index::text_column(table),
+            parts,
+        }
+    }
+}
+
+#[async_trait]
+impl TableProvider for PartsTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        // Inexact: the filters stay in the plan (and DataFusion pushes them
+        // into the Parquet scan); the index only narrows what is read.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let need = match self.text_column {
+            Some(column) => Need::All(filters.iter().map(|f| need_of(f, column)).collect()),
+            None => Need::Any,
+        };
+        let prunes = need.prunes();
+        // Parts wholly outside the time range the filters ask for are not
+        // opened (their footers alone cost more than a small query).
+        let (mut from, mut to) = (i64::MIN, i64::MAX);
+        for f in filters {
+            time_bounds(f, self.time_column, &mut from, &mut to);
+        }
+        let mut files = Vec::with_capacity(self.parts.len());
+        for part in self
+            .parts
+            .iter()
+            .filter(|p| p.max_time >= from && p.min_time <= to)
+        {
+            let mut file =
+                PartitionedFile::new(part.path.to_string_lossy().into_owned(), part.bytes);
+            if prunes && let Some(index) = part.index.get() {
+                let ranges = index.candidate_rows(&need)?;
+                if ranges.is_empty() {
+                    continue;
+                }
+                if let Some(plan) = access_plan(index.row_groups(), &ranges) {
+                    file = file.with_extension(plan);
+                }
+            }
+            files.push(file);
+        }
+        if files.is_empty() {
+            let schema = match projection {
+                Some(p) => Arc::new(self.schema.project(p)?),
+                None => self.schema.clone(),
+            };
+            return Ok(Arc::new(EmptyExec::new(schema)));
+        }
+        // Spread the files over the session's partitions, largest first.
+        let groups_n = state.config().target_partitions().max(1).min(files.len());
+        files.sort_by_key(|f| std::cmp::Reverse(f.object_meta.size));
+        let mut groups: Vec<(u64, Vec<PartitionedFile>)> = vec![(0, Vec::new()); groups_n];
+        for f in files {
+            let g = groups
+                .iter_mut()
+                .min_by_key(|(size, _)| *size)
+                .expect("at least one group");
+            g.0 += f.object_meta.size;
+            g.1.push(f);
+        }
+        let format = ParquetFormat::new().with_options(state.default_table_options().parquet);
+        let source = format.file_source(self.schema.clone().into());
+        let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), source)
+            .with_file_groups(groups.into_iter().map(|(_, g)| FileGroup::new(g)).collect())
+            .with_projection_indices(projection.cloned())?
+            .with_limit(limit)
+            .build();
+        format.create_physical_plan(state, config).await
+    }
+}
+
+/// Which row groups, and which rows in them, the ranges cover; `None` when
+/// they cover every row (no plan needed).
+fn access_plan(row_groups: &[u64], ranges: &[(u64, u64)]) -> Option<ParquetAccessPlan> {
+    let mut access = Vec::with_capacity(row_groups.len());
+    let mut start = 0u64;
+    let mut all = true;
+    for rows in row_groups {
+        let end = start + rows;
+        let mut selectors = Vec::new();
+        let mut at = start;
+        for (a, b) in ranges {
+            let (a, b) = ((*a).max(start), (*b).min(end));
+            if a >= b {
+                continue;
+            }
+            if a > at {
+                selectors.push(RowSelector::skip((a - at) as usize));
+            }
+            selectors.push(RowSelector::select((b - a) as usize));
+            at = b;
+        }
+        if selectors.is_empty() {
+            access.push(RowGroupAccess::Skip);
+            all = false;
+        } else if selectors.len() == 1 && at == end && !selectors[0].skip {
+            access.push(RowGroupAccess::Scan);
+        } else {
+            if at < end {
+                selectors.push(RowSelector::skip((end - at) as usize));
+            }
+            access.push(RowGroupAccess::Selection(RowSelection::from(selectors)));
+            all = false;
+        }
+        start = end;
+    }
+    (!all).then(|| ParquetAccessPlan::new(access))
+}
+
+fn time_literal(e: &Expr) -> Option<i64> {
+    let Expr::Literal(v, _) = e else { return None };
+    match v {
+        ScalarValue::TimestampNanosecond(Some(t), _) => Some(*t),
+        ScalarValue::TimestampMicrosecond(Some(t), _) => Some(t.saturating_mul(1_000)),
+        ScalarValue::TimestampMillisecond(Some(t), _) => Some(t.saturating_mul(1_000_000)),
+        ScalarValue::TimestampSecond(Some(t), _) => Some(t.saturating_mul(1_000_000_000)),
+        _ => None,
+    }
+}
+
+/// Narrows `[from, to]` by the comparisons of `column` with a time that
+/// `e` requires (conjunctions only; anything else leaves it as is).
+fn time_bounds(e: &Expr, column: &str, from: &mut i64, to: &mut i64) {
+    let Expr::BinaryExpr(BinaryExpr { left, op, right }) = e else {
+        return;
+    };
+    if *op == Operator::And {
+        time_bounds(left, column, from, to);
+        time_bounds(right, column, from, to);
+        return;
+    }
+    let (op, t) = match (time_literal(right), time_literal(left)) {
+        (Some(t), _) if is_column(left, column) => (*op, t),
+        (_, Some(t)) if is_column(right, column) => match op.swap() {
+            Some(op) => (op, t),
+            None => return,
+        },
+        _ => return,
+    };
+    match op {
+        Operator::Gt | Operator::GtEq => *from = (*from).max(t),
+        Operator::Lt | Operator::LtEq => *to = (*to).min(t),
+        Operator::Eq => {
+            *from = (*from).max(t);
+            *to = (*to).min(t);
+        }
+        _ => {}
+    }
+}
+
+fn text_literal(e: &Expr) -> Option<&str> {
+    match e {
+        Expr::Literal(
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::LargeUtf8(Some(s))
+            | ScalarValue::Utf8View(Some(s)),
+            _,
+        ) => Some(s),
+        _ => None,
+    }
+}
+
+fn is_column(e: &Expr, column: &str) -> bool {
+    matches!(e, Expr::Column(c) if c.name == column)
+}
+
+/// `column` or `lower(column)`.
+fn is_column_or_lower(e: &Expr, column: &str) -> bool {
+    is_column(e, column)
+        || matches!(e, Expr::ScalarFunction(ScalarFunction { func, args })
+            if func.name() == "lower" && args.len() == 1 && is_column(&args[0], column))
+}
+
+fn all_tokens(keys: Vec<u64>) -> Need {
+    if keys.is_empty() {
+        Need::Any
+    } else {
+        Need::All(keys.into_iter().map(Need::Token).collect())
+    }
+}
+
+/// What a row matching `e` must hold in `column`, as far as the index can
+/// tell. Sound, not complete: anything not understood is `Any`.
+pub fn need_of(e: &Expr, column: &str) -> Need {
+    match e {
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => match op {
+            Operator::And => Need::All(vec![need_of(left, column), need_of(right, column)]),
+            Operator::Or => Need::Either(vec![need_of(left, column), need_of(right, column)]),
+            // Exact equality: every token of the value is a token of the row.
+            Operator::Eq => match (left.as_ref(), right.as_ref()) {
+                (c, v) | (v, c) if is_column(c, column) && text_literal(v).is_some() => {
+                    all_tokens(text_index::keys(text_literal(v).unwrap_or_default()))
+                }
+                _ => Need::Any,
+            },
+            _ => Need::Any,
+        },
+        Expr::ScalarFunction(ScalarFunction { func, args }) => match (func.name(), &args[..]) {
+            (has_token::NAME, [c, t]) if is_column(c, column) => text_literal(t)
+                .and_then(text_index::query_key)
+                .map_or(Need::Any, Need::Token),
+            // The search wraps each term in `coalesce(term, false)`.
+            ("coalesce", [inner, Expr::Literal(ScalarValue::Boolean(Some(false)), _)]) => {
+                need_of(inner, column)
+            }
+            ("contains", [c, s]) if is_column_or_lower(c, column) => {
+                text_literal(s).map_or(Need::Any, |s| all_tokens(text_index::interior_keys(s)))
+            }
+            _ => Need::Any,
+        },
+        Expr::Like(Like {
+            negated: false,
+            expr,
+            pattern,
+            escape_char: None,
+            ..
+        }) if is_column_or_lower(expr, column) => match text_literal(pattern) {
+            // Each literal stretch between wildcards holds whole tokens
+            // inside it; a backslash escapes, so give up on those.
+            Some(p) if !p.contains('\\') => all_tokens(
+                p.split(['%', '_'])
+                    .flat_map(text_index::interior_keys)
+                    .collect(),
+            ),
+            _ => Need::Any,
+        },
+        _ => Need::Any,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::prelude::{ident as col, lit};
+
+    fn key(t: &str) -> Need {
+        Need::Token(text_index::query_key(t).unwrap())
+    }
+
+    #[test]
+    fn filters_become_what_the_index_can_check() {
+        let body = || col("Body");
+        assert_eq!(
+            need_of(&has_token::has_token(body(), "Timeout"), "Body"),
+            key("timeout")
+        );
+        // Not the indexed column, or a token the index cannot answer.
+        assert_eq!(
+            need_of(&has_token::has_token(col("SpanName"), "x"), "Body"),
+            Need::Any
+        );
+        assert_eq!(
+            need_of(&has_token::has_token(body(), "é"), "Body"),
+            Need::Any
+        );
+        // Substrings: only the tokens wholly inside them.
+        assert_eq!(
+            need_of(&body().ilike(lit("%a connection reset%")), "Body"),
+            Need::All(vec![key("connection")])
+        );
+        assert_eq!(need_of(&body().like(lit("%qzx%")), "Body"), Need::Any);
+        assert_eq!(need_of(&body().like(lit("%a b_c d%")), "Body"), Need::Any);
+        assert_eq!(
+            need_of(&body().like(lit("%x y z_w%")), "Body"),
+            Need::All(vec![key("y")])
+        );
+        assert_eq!(need_of(&body().like(lit("%a\\%b c d%")), "Body"), Need::Any);
+        assert_eq!(
+            need_of(&body().eq(lit("Disk full")), "Body"),
+            Need::All(vec![key("disk"), key("full")])
+        );
+        // NOT cannot prune; OR prunes only if every side does.
+        assert!(!need_of(&!has_token::has_token(body(), "a"), "Body").prunes());
+        let or = has_token::has_token(body(), "a").or(col("SeverityText").eq(lit("x")));
+        assert!(!need_of(&or, "Body").prunes());
+        let and = has_token::has_token(body(), "a").and(col("SeverityText").eq(lit("x")));
+        assert!(need_of(&and, "Body").prunes());
+    }
+
+    #[test]
+    fn row_ranges_become_an_access_plan() {
+        let groups = [100, 100, 50];
+        assert!(access_plan(&groups, &[(0, 250)]).is_none());
+        let plan = access_plan(&groups, &[(10, 20), (100, 200)]).unwrap();
+        let inner = plan.inner();
+        assert!(matches!(inner[1], RowGroupAccess::Scan));
+        assert!(matches!(inner[2], RowGroupAccess::Skip));
+        match &inner[0] {
+            RowGroupAccess::Selection(s) => {
+                let v: Vec<RowSelector> = s.clone().into();
+                assert_eq!(
+                    v,
+                    vec![
+                        RowSelector::skip(10),
+                        RowSelector::select(10),
+                        RowSelector::skip(80)
+                    ]
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,568 @@
+//! The full-text index of a part: for each token of the table's text column
+//! (logs: Body; spans: SpanName), which blocks of 8,192 rows may hold it.
+//! A search for a rare token reads only those blocks' pages.
+//!
+//! Tokens are the search language's (`otelhouse_search::token_pattern`):
+//! maximal runs of letters, marks and digits, compared ignoring case. The
+//! index keys a token by its bytes with ASCII letters lower-cased and the two
+//! non-ASCII letters that case-fold to ASCII (KELVIN SIGN, LONG S) mapped to
+//! `k` and `s`, so an ASCII query token finds every token the matcher would
+//! accept. Other letters are kept as written: a query token that is not
+//! ASCII is never looked up (it cannot prune), only matched row by row.
+//!
+//! Structure: one Bloom filter per block, stored bit-sliced per segment of
+//! 64 blocks — for each bit position one `u64` whose bit `b` is block `b`'s
+//! bit. A lookup reads `K` words per segment and ANDs them: the blocks that
+//! may hold the token. Each segment is folded (halved while its densest
+//! block stays under [`MAX_FILL`]) to the size its distinct tokens need.
+//! Measured against one inverted list per token (BENCHMARKS.md, "Full-text
+//! index"): a Bloom filter costs a fixed few bytes per distinct token per
+//! block whatever the token, and ingestion hashes each token once.
+//!
+//! File `<part id>.tokens` beside the part, written and fsync'd before the
+//! manifest lists the part:
+//! `[segment words (u64 LE) …][directory: per segment offset u64, bits_log2
+//! u32, blocks u32][footer: segments u32, block_rows u32, rows u64,
+//! crc32c(segments + directory) u32, MAGIC]`. A missing or damaged index
+//! is never trusted: the part is then read whole.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::LazyLock;
+
+use arrow::array::{Array, StringArray};
+
+pub const BLOCK_ROWS: u64 = 8192;
+const SEGMENT_BLOCKS: u64 = 64;
+const SEGMENT_ROWS: u64 = BLOCK_ROWS * SEGMENT_BLOCKS;
+/// Probes per token: with a block's filter at most [`MAX_FILL`] full, a
+/// token absent from a block is taken for present with probability
+/// ≤ 0.3⁴ ≈ 0.8 %.
+const K: u64 = 4;
+const MAX_FILL: f64 = 0.3;
+const MAX_BITS_LOG2: u32 = 20;
+const MIN_BITS_LOG2: u32 = 6;
+const MAGIC: &[u8; 8] = b"OHTOKEN1";
+const FOOTER: usize = 4 + 4 + 4 + 8 + 4 + 8;
+
+/// The column whose tokens a table's parts index.
+pub fn text_column(table: otelhouse_schema::Table) -> Option<&'static str> {
+    match table {
+        otelhouse_schema::Table::Logs => Some("Body"),
+        otelhouse_schema::Table::Traces => Some("SpanName"),
+        _ => None,
+    }
+}
+
+/// Letters, marks and digits, exactly the matcher's token characters.
+static TOKEN: LazyLock<regex::Regex> =
+    LazyLock::new(|| regex::Regex::new(r"[\pL\pM\pN]+").expect("a valid pattern"));
+
+// FNV-1a, hand-written: the key must be computed byte by byte while
+// tokenizing (no allocation per token) and stay the same on disk across
+// builds and Rust versions, which std's hashers do not promise.
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+/// FNV's low bits are weak; mix them (splitmix64's finalizer).
+fn finish(mut h: u64) -> u64 {
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+fn fnv(h: u64, bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .fold(h, |h, b| (h ^ u64::from(*b)).wrapping_mul(FNV_PRIME))
+}
+
+/// Calls `f` with the key of every token of `text` (repeats included).
+pub fn for_each_token(text: &str, mut f: impl FnMut(u64)) {
+    if text.is_ascii() {
+        let mut h = FNV_OFFSET;
+        let mut len = 0;
+        for b in text.bytes() {
+            if b.is_ascii_alphanumeric() {
+                h = (h ^ u64::from(b.to_ascii_lowercase())).wrapping_mul(FNV_PRIME);
+                len += 1;
+            } else if len > 0 {
+                f(finish(h));
+                h = FNV_OFFSET;
+                len = 0;
+            }
+        }
+        if len > 0 {
+            f(finish(h));
+        }
+        return;
+    }
+    for token in TOKEN.find_iter(text) {
+        let mut h = FNV_OFFSET;
+        let mut buf = [0u8; 4];
+        for c in token.as_str().chars() {
+            let c = match c {
+                '\u{212A}' => 'k',
+                '\u{17F}' => 's',
+                c => c.to_ascii_lowercase(),
+            };
+            h = fnv(h, c.encode_utf8(&mut buf).as_bytes());
+        }
+        f(finish(h));
+    }
+}
+
+/// The key of a query token, if the index can answer for it: only tokens
+/// of ASCII letters and digits (see the module comment).
+pub fn query_key(token: &str) -> Option<u64> {
+    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return None;
+    }
+    let mut key = None;
+    for_each_token(token, |h| key = Some(h));
+    key
+}
+
+/// Every key of `text`, for an exact match of the whole value.
+pub fn keys(text: &str) -> Vec<u64> {
+    let mut out = Vec::new();
+    for_each_token(text, |h| out.push(h));
+    out
+}
+
+/// Keys of the tokens wholly inside `substring`: a text containing it
+/// holds those tokens whole, whatever surrounds it (the first and last
+/// token may be parts of longer ones). Only ASCII tokens (see [`query_key`]).
+pub fn interior_keys(substring: &str) -> Vec<u64> {
+    TOKEN
+        .find_iter(substring)
+        .filter(|t| t.start() > 0 && t.end() < substring.len())
+        .filter_map(|t| query_key(t.as_str()))
+        .collect()
+}
+
+/// The `K` bit positions of a key in a filter of `1 << log2` bits (double
+/// hashing; a position modulo a smaller power of two is the position in
+/// the folded filter, which is what makes folding exact).
+fn positions(key: u64, log2: u32) -> impl Iterator<Item = usize> {
+    let (h1, h2) = (key & 0xffff_ffff, (key >> 32) | 1);
+    let mask = (1u64 << log2) - 1;
+    (0..K).map(move |i| (h1.wrapping_add(i.wrapping_mul(h2)) & mask) as usize)
+}
+
+/// Builds the index of one part while its rows are written, one segment
+/// in memory at a time.
+pub struct Builder {
+    out: BufWriter<File>,
+    /// The current segment at full size: `1 << MAX_BITS_LOG2` words.
+    words: Vec<u64>,
+    rows: u64,
+    written: u64,
+    directory: Vec<(u64, u32, u32)>,
+    crc: u32,
+}
+
+impl Builder {
+    pub fn create(path: &Path) -> anyhow::Result<Builder> {
+        Ok(Builder {
+            out: BufWriter::with_capacity(1 << 16, File::create(path)?),
+            words: vec![0; 1 << MAX_BITS_LOG2],
+            rows: 0,
+            written: 0,
+            directory: Vec::new(),
+            crc: 0,
+        })
+    }
+
+    /// Indexes the next rows of the part's text column.
+    pub fn add(&mut self, column: &StringArray) -> anyhow::Result<()> {
+        for i in 0..column.len() {
+            let block = (self.rows % SEGMENT_ROWS) / BLOCK_ROWS;
+            if column.is_valid(i) {
+                let bit = 1u64 << block;
+                let words = &mut self.words;
+                for_each_token(column.value(i), |key| {
+                    for p in positions(key, MAX_BITS_LOG2) {
+                        words[p] |= bit;
+                    }
+                });
+            }
+            self.rows += 1;
+            if self.rows.is_multiple_of(SEGMENT_ROWS) {
+                self.end_segment()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Folds the segment to the size its densest block needs and writes it.
+    fn end_segment(&mut self) -> anyhow::Result<()> {
+        let in_segment = match self.rows % SEGMENT_ROWS {
+            0 => SEGMENT_ROWS,
+            n => n,
+        };
+        let blocks = in_segment.div_ceil(BLOCK_ROWS) as u32;
+        // Fill of the densest block, from a 1/16 sample of the positions
+        // (they are hashed, so any slice is a fair sample).
+        let sample = &self.words[..self.words.len() / 16];
+        let mut counts = [0u32; 64];
+        for w in sample {
+            let mut w = *w;
+            while w != 0 {
+                counts[w.trailing_zeros() as usize] += 1;
+                w &= w - 1;
+            }
+        }
+        let mut fill = f64::from(*counts.iter().max().unwrap_or(&0)) / sample.len() as f64;
+        let mut log2 = MAX_BITS_LOG2;
+        while log2 > MIN_BITS_LOG2 {
+            let folded = 1.0 - (1.0 - fill) * (1.0 - fill);
+            if folded > MAX_FILL {
+                break;
+            }
+            fill = folded;
+            log2 -= 1;
+        }
+        let size = 1usize << log2;
+        let mut bytes = Vec::with_capacity(size * 8);
+        for j in 0..size {
+            let w = self.words[j..]
+                .iter()
+                .step_by(size)
+                .fold(0u64, |acc, w| acc | w);
+            bytes.extend_from_slice(&w.to_le_bytes());
+        }
+        self.out.write_all(&bytes)?;
+        self.crc = crc32c::crc32c_append(self.crc, &bytes);
+        self.directory.push((self.written, log2, blocks));
+        self.written += bytes.len() as u64;
+        self.words.fill(0);
+        Ok(())
+    }
+
+    /// Ends the index, recording the part's row groups (rows in each);
+    /// returns the file and its size in bytes. The caller fsyncs it.
+    pub fn finish(mut self, row_groups: &[u64]) -> anyhow::Result<(File, u64)> {
+        anyhow::ensure!(
+            row_groups.iter().sum::<u64>() == self.rows,
+            "the part's row groups hold {} rows, the index {}",
+            row_groups.iter().sum::<u64>(),
+            self.rows
+        );
+        if !self.rows.is_multiple_of(SEGMENT_ROWS) {
+            self.end_segment()?;
+        }
+        let mut tail = Vec::with_capacity(self.directory.len() * 16 + FOOTER);
+        for (offset, log2, blocks) in &self.directory {
+            tail.extend_from_slice(&offset.to_le_bytes());
+            tail.extend_from_slice(&log2.to_le_bytes());
+            tail.extend_from_slice(&blocks.to_le_bytes());
+        }
+        for rows in row_groups {
+            tail.extend_from_slice(&rows.to_le_bytes());
+        }
+        let crc = crc32c::crc32c_append(self.crc, &tail);
+        tail.extend_from_slice(&(self.directory.len() as u32).to_le_bytes());
+        tail.extend_from_slice(&(row_groups.len() as u32).to_le_bytes());
+        tail.extend_from_slice(&(BLOCK_ROWS as u32).to_le_bytes());
+        tail.extend_from_slice(&self.rows.to_le_bytes());
+        tail.extend_from_slice(&crc.to_le_bytes());
+        tail.extend_from_slice(MAGIC);
+        self.out.write_all(&tail)?;
+        let size = self.written + tail.len() as u64;
+        let file = self.out.into_inner().map_err(|e| e.into_error())?;
+        Ok((file, size))
+    }
+}
+
+/// What a query needs from a block: the index answers "may hold" or "does
+/// not hold" for each leaf.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Need {
+    /// Any block may match (the index cannot tell).
+    Any,
+    /// The block holds the token with this key.
+    Token(u64),
+    All(Vec<Need>),
+    Either(Vec<Need>),
+}
+
+impl Need {
+    /// `Any` when no leaf can prune.
+    pub fn prunes(&self) -> bool {
+        match self {
+            Need::Any => false,
+            Need::Token(_) => true,
+            Need::All(of) => of.iter().any(Need::prunes),
+            Need::Either(of) => !of.is_empty() && of.iter().all(Need::prunes),
+        }
+    }
+}
+
+/// An opened index: its directory, checked against its checksum once.
+#[derive(Debug)]
+pub struct Index {
+    file: File,
+    rows: u64,
+    segments: Vec<(u64, u32, u32)>,
+    row_groups: Vec<u64>,
+}
+
+impl Index {
+    /// Opens and verifies an index file (every byte is read once, in
+    /// chunks, so a damaged index is found before it can hide rows).
+    pub fn open(path: &Path, expected_rows: u64) -> anyhow::Result<Index> {
+        let file = File::open(path)?;
+        let len = file.metadata()?.len();
+        anyhow::ensure!(len >= FOOTER as u64, "not a token index");
+        let mut footer = [0u8; FOOTER];
+        file.read_exact_at(&mut footer, len - FOOTER as u64)?;
+        anyhow::ensure!(footer.ends_with(MAGIC), "not a token index");
+        let u32_at = |b: &[u8], i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap());
+        let u64_at = |b: &[u8], i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
+        let segments = u64::from(u32_at(&footer, 0));
+        let groups = u64::from(u32_at(&footer, 4));
+        let block_rows = u64::from(u32_at(&footer, 8));
+        let rows = u64_at(&footer, 12);
+        let crc = u32_at(&footer, 20);
+        let body_len = len - FOOTER as u64;
+        let dir_len = segments * 16 + groups * 8;
+        anyhow::ensure!(body_len >= dir_len, "token index directory cut short");
+        let mut actual = 0u32;
+        let mut chunk = vec![0u8; 1 << 20];
+        let mut at = 0u64;
+        while at < body_len {
+            let n = (body_len - at).min(chunk.len() as u64) as usize;
+            file.read_exact_at(&mut chunk[..n], at)?;
+            actual = crc32c::crc32c_append(actual, &chunk[..n]);
+            at += n as u64;
+        }
+        anyhow::ensure!(actual == crc, "token index checksum mismatch");
+        anyhow::ensure!(
+            block_rows == BLOCK_ROWS,
+            "token index of another block size"
+        );
+        anyhow::ensure!(
+            rows == expected_rows,
+            "token index covers {rows} rows, the part {expected_rows}"
+        );
+        let data_len = body_len - dir_len;
+        let mut dir = vec![0u8; dir_len as usize];
+        file.read_exact_at(&mut dir, data_len)?;
+        let row_groups: Vec<u64> = (0..groups as usize)
+            .map(|g| u64_at(&dir, segments as usize * 16 + g * 8))
+            .collect();
+        anyhow::ensure!(
+            row_groups.iter().sum::<u64>() == rows,
+            "token index row groups do not add up to its rows"
+        );
+        let mut out = Vec::with_capacity(segments as usize);
+        for s in 0..segments as usize {
+            let (offset, log2, blocks) = (
+                u64_at(&dir, s * 16),
+                u32_at(&dir, s * 16 + 8),
+                u32_at(&dir, s * 16 + 12),
+            );
+            anyhow::ensure!(
+                (MIN_BITS_LOG2..=MAX_BITS_LOG2).contains(&log2)
+                    && u64::from(blocks) <= SEGMENT_BLOCKS
+                    && offset + (8u64 << log2) <= data_len,
+                "token index segment {s} is out of bounds"
+            );
+            out.push((offset, log2, blocks));
+        }
+        anyhow::ensure!(
+            (out.len() as u64) == rows.div_ceil(SEGMENT_ROWS),
+            "token index has {} segments for {rows} rows",
+            out.len()
+        );
+        Ok(Index {
+            file,
+            rows,
+            segments: out,
+            row_groups,
+        })
+    }
+
+    /// The row ranges (start, end) of the blocks that may satisfy `need`,
+    /// in order, adjacent blocks joined.
+    pub fn candidate_rows(&self, need: &Need) -> std::io::Result<Vec<(u64, u64)>> {
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        for (s, (offset, log2, blocks)) in self.segments.iter().enumerate() {
+            let all = if *blocks == 64 {
+                u64::MAX
+            } else {
+                (1u64 << blocks) - 1
+            };
+            let mask = self.eval(need, *offset, *log2)? & all;
+            let mut m = mask;
+            while m != 0 {
+                let b = u64::from(m.trailing_zeros());
+                m &= m - 1;
+                let start = s as u64 * SEGMENT_ROWS + b * BLOCK_ROWS;
+                let end = (start + BLOCK_ROWS).min(self.rows);
+                match ranges.last_mut() {
+                    Some(last) if last.1 == start => last.1 = end,
+                    _ => ranges.push((start, end)),
+                }
+            }
+        }
+        Ok(ranges)
+    }
+
+    fn eval(&self, need: &Need, offset: u64, log2: u32) -> std::io::Result<u64> {
+        Ok(match need {
+            Need::Any => u64::MAX,
+            Need::Token(key) => {
+                let mut mask = u64::MAX;
+                for p in positions(*key, log2) {
+                    let mut word = [0u8; 8];
+                    self.file.read_exact_at(&mut word, offset + p as u64 * 8)?;
+                    mask &= u64::from_le_bytes(word);
+                    if mask == 0 {
+                        break;
+                    }
+                }
+                mask
+            }
+            Need::All(of) => {
+                let mut mask = u64::MAX;
+                for n in of {
+                    mask &= self.eval(n, offset, log2)?;
+                    if mask == 0 {
+                        break;
+                    }
+                }
+                mask
+            }
+            Need::Either(of) => {
+                let mut mask = 0;
+                for n in of {
+                    mask |= self.eval(n, offset, log2)?;
+                }
+                mask
+            }
+        })
+    }
+
+    /// Rows in each of the part's row groups.
+    pub fn row_groups(&self) -> &[u64] {
+        &self.row_groups
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all_keys(text: &str) -> Vec<u64> {
+        keys(text)
+    }
+
+    #[test]
+    fn tokens_are_letter_mark_digit_runs_keyed_ignoring_ascii_case() {
+        assert_eq!(all_keys("Connection RESET by-peer"), {
+            let mut k = Vec::new();
+            for t in ["connection", "reset", "by", "peer"] {
+                k.push(query_key(t).unwrap());
+            }
+            k
+        });
+        // The two non-ASCII letters that case-fold to ASCII find their
+        // ASCII spelling; the ASCII path and the Unicode path agree.
+        assert_eq!(
+            all_keys("\u{212A}ernel"),
+            vec![query_key("kernel").unwrap()]
+        );
+        assert_eq!(all_keys("mi\u{17F}s é"), {
+            let mut k = vec![query_key("miss").unwrap()];
+            k.extend(all_keys("é"));
+            k
+        });
+        assert_eq!(all_keys("é日本-x"), {
+            let mut k = all_keys("é日本");
+            k.push(query_key("x").unwrap());
+            k
+        });
+        // A combining mark joins its token (as in the matcher), a symbol
+        // that Rust calls alphabetic (Ⓐ, So) separates.
+        assert_eq!(all_keys("cafe\u{301}").len(), 1);
+        assert_eq!(all_keys("foo\u{24B6}bar").len(), 2);
+        assert_eq!(query_key("é"), None);
+        assert_eq!(query_key("a-b"), None);
+    }
+
+    fn build(dir: &Path, bodies: &[Option<String>]) -> Index {
+        let path = dir.join("1.tokens");
+        let mut b = Builder::create(&path).unwrap();
+        for chunk in bodies.chunks(5000) {
+            b.add(&StringArray::from(chunk.to_vec())).unwrap();
+        }
+        let (file, size) = b.finish(&[bodies.len() as u64]).unwrap();
+        assert_eq!(file.metadata().unwrap().len(), size);
+        Index::open(&path, bodies.len() as u64).unwrap()
+    }
+
+    #[test]
+    fn a_token_leads_to_the_blocks_that_hold_it_and_few_others() {
+        let dir = tempfile::tempdir().unwrap();
+        // 1.3 segments; every body has distinct tokens; "needle" in rows
+        // 10 and 700_000, "haystack" in every body.
+        let n = 700_001u64;
+        let bodies: Vec<Option<String>> = (0..n)
+            .map(|i| match i {
+                3 => None,
+                10 | 700_000 => Some(format!("haystack NEEDLE v{i}")),
+                _ => Some(format!("haystack item-{i} user{}", i * 7919 % 100_003)),
+            })
+            .collect();
+        let index = build(dir.path(), &bodies);
+        let needle = Need::Token(query_key("needle").unwrap());
+        assert_eq!(
+            index.candidate_rows(&needle).unwrap(),
+            vec![(0, 8192), (696_320, 700_001)]
+        );
+        let every = index
+            .candidate_rows(&Need::Token(query_key("haystack").unwrap()))
+            .unwrap();
+        assert_eq!(every, vec![(0, n)]);
+        // Absent tokens: false positives stay rare.
+        let mut false_blocks = 0;
+        for t in 0..200 {
+            let key = query_key(&format!("absent{t}")).unwrap();
+            for (a, b) in index.candidate_rows(&Need::Token(key)).unwrap() {
+                false_blocks += (b - a).div_ceil(BLOCK_ROWS);
+            }
+        }
+        let blocks = n.div_ceil(BLOCK_ROWS) * 200;
+        assert!(false_blocks * 50 < blocks, "{false_blocks} of {blocks}");
+        // Boolean combinations.
+        let either = Need::Either(vec![
+            needle.clone(),
+            Need::Token(query_key("v700000").unwrap()),
+        ]);
+        assert_eq!(index.candidate_rows(&either).unwrap().len(), 2);
+        let both = Need::All(vec![needle, Need::Token(query_key("v10").unwrap())]);
+        assert_eq!(index.candidate_rows(&both).unwrap(), vec![(0, 8192)]);
+    }
+
+    #[test]
+    fn a_damaged_or_foreign_index_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let bodies: Vec<Option<String>> = (0..100).map(|i| Some(format!("body {i}"))).collect();
+        build(dir.path(), &bodies);
+        let path = dir.path().join("1.tokens");
+        assert!(Index::open(&path, 99).is_err(), "row count must match");
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[3] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let e = Index::open(&path, 100).unwrap_err().to_string();
+        assert!(e.contains("checksum"), "{e}");
+        std::fs::write(&path, b"short").unwrap();
+        assert!(Index::open(&path, 100).is_err());
+    }
+}
