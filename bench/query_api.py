@@ -51,10 +51,10 @@ def suite(end, trace_id):
     return [
         ("Q1 rare token, last 1 h", "/api/v1/search",
          {"signal": "logs", "q": "qzxrare7", "from": h1, "to": e, "limit": 100}, rows,
-         f"SELECT Timestamp, ServiceName, Body FROM otel_logs WHERE lower(Body) LIKE '%qzxrare7%' ORDER BY Timestamp DESC LIMIT 100", h1),
+         f"SELECT Timestamp, ServiceName, Body FROM otel_logs WHERE has_token(Body, 'qzxrare7') ORDER BY Timestamp DESC LIMIT 100", h1),
         ("Q1 rare token, last 24 h", "/api/v1/search",
          {"signal": "logs", "q": "qzxrare7", "from": h24, "to": e, "limit": 100}, rows,
-         f"SELECT Timestamp, ServiceName, Body FROM otel_logs WHERE lower(Body) LIKE '%qzxrare7%' ORDER BY Timestamp DESC LIMIT 100", h24),
+         f"SELECT Timestamp, ServiceName, Body FROM otel_logs WHERE has_token(Body, 'qzxrare7') ORDER BY Timestamp DESC LIMIT 100", h24),
         ("Q2 service + severity, newest 100 (24 h)", "/api/v1/search",
          {"signal": "logs", "q": 'service:"checkout" level:"ERROR"', "from": h24, "to": e, "limit": 100}, rows,
          "SELECT * FROM otel_logs WHERE ServiceName = 'checkout' AND SeverityText = 'ERROR' ORDER BY Timestamp DESC LIMIT 100", h24),

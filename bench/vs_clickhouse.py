@@ -136,10 +136,10 @@ def queries(d):
     tok = d["rare_token"]
     return [
         ("Q1 rare token, last 1 h",
-         f"SELECT Timestamp, ServiceName, Body FROM otel_logs WHERE Timestamp >= {ts_df(h1)} AND lower(Body) LIKE '%{tok}%' ORDER BY Timestamp DESC LIMIT 100",
+         f"SELECT Timestamp, ServiceName, Body FROM otel_logs WHERE Timestamp >= {ts_df(h1)} AND has_token(Body, '{tok}') ORDER BY Timestamp DESC LIMIT 100",
          f"SELECT Timestamp, ServiceName, Body FROM otel.otel_logs WHERE Timestamp >= {ts_ch(h1)} AND hasToken(lower(Body), '{tok}') ORDER BY Timestamp DESC LIMIT 100"),
         ("Q1 rare token, last 24 h",
-         f"SELECT Timestamp, ServiceName, Body FROM otel_logs WHERE Timestamp >= {ts_df(h24)} AND lower(Body) LIKE '%{tok}%' ORDER BY Timestamp DESC LIMIT 100",
+         f"SELECT Timestamp, ServiceName, Body FROM otel_logs WHERE Timestamp >= {ts_df(h24)} AND has_token(Body, '{tok}') ORDER BY Timestamp DESC LIMIT 100",
          f"SELECT Timestamp, ServiceName, Body FROM otel.otel_logs WHERE Timestamp >= {ts_ch(h24)} AND hasToken(lower(Body), '{tok}') ORDER BY Timestamp DESC LIMIT 100"),
         ("Q2 service + severity, newest 100",
          f"SELECT * FROM otel_logs WHERE ServiceName = 'checkout' AND SeverityText = 'ERROR' AND Timestamp >= {ts_df(h24)} ORDER BY Timestamp DESC LIMIT 100",

@@ -130,6 +130,17 @@ impl Table {
         }
     }
 
+    /// The time bucket (nanoseconds) that leads the clustering key, as
+    /// `toStartOfFiveMinutes(Timestamp)` leads ClickStack's logs ORDER BY:
+    /// rows of a bucket lie together, so Timestamp pages cover a few
+    /// minutes each and a short time range skips most of an hour's part.
+    pub fn time_bucket(self) -> Option<i64> {
+        match self {
+            Table::Logs => Some(5 * 60 * 1_000_000_000),
+            _ => None,
+        }
+    }
+
     /// Stable small id used in on-disk formats (WAL, part names).
     pub fn id(self) -> u8 {
         self as u8

@@ -2,15 +2,16 @@
 //! rows — splitting by hour and sorting, then writing the part — against
 //! writing the same rows unsorted (the baseline, same run); then the time and
 //! bytes of each column of the sorted part (each written alone with the same
-//! writer properties).
+//! writer properties), and what the part's token index costs to build.
 //!
 //! cargo bench -p otelhouse-storage --bench part_write [-- ROWS]
 
 use std::time::{Duration, Instant};
 
+use arrow::array::AsArray;
 use arrow::record_batch::RecordBatch;
 use otelhouse_schema::Table;
-use otelhouse_storage::part;
+use otelhouse_storage::{part, text_index};
 use parquet::arrow::ArrowWriter;
 
 // The server's allocator, so the figures match what a flush costs there.
@@ -60,6 +61,55 @@ fn main() {
             out.len()
         });
         let per_row = |d: Duration| d.as_secs_f64() * 1e6 / rows as f64;
+        // The token index a flush builds beside the part (text tables).
+        let (index, index_bytes) = match text_index::text_column(table) {
+            Some(column) => best_of_3(|| {
+                let path =
+                    std::env::temp_dir().join(format!("part_write-{}.tokens", std::process::id()));
+                let mut b = text_index::Builder::create(&path).unwrap();
+                for batch in &sorted {
+                    b.add(batch.column_by_name(column).unwrap().as_string::<i32>())
+                        .unwrap();
+                }
+                let (_, size) = b.finish(&[rows as u64]).unwrap();
+                std::fs::remove_file(&path).unwrap();
+                size as usize
+            }),
+            None => (Duration::ZERO, 0),
+        };
+        // The alternative measured against it: an inverted index (token →
+        // blocks). Its least possible size: 8 bytes per distinct token (a
+        // hashed key, no text) plus 1 byte per (token, block) posting
+        // (delta-coded block numbers).
+        let inverted_bytes = text_index::text_column(table).map_or(0, |column| {
+            let mut vocabulary = std::collections::HashSet::new();
+            let mut block = std::collections::HashSet::new();
+            let mut postings = 0usize;
+            let mut row = 0u64;
+            for batch in &sorted {
+                let texts = batch.column_by_name(column).unwrap().as_string::<i32>();
+                for t in texts.iter().flatten() {
+                    text_index::for_each_token(t, |k| {
+                        block.insert(k);
+                    });
+                    row += 1;
+                    if row.is_multiple_of(text_index::BLOCK_ROWS) {
+                        postings += block.len();
+                        vocabulary.extend(block.drain());
+                    }
+                }
+            }
+            postings += block.len();
+            vocabulary.extend(block.drain());
+            vocabulary.len() * 8 + postings
+        });
+        println!(
+            "{{\"table\":\"{}\",\"index_us_per_row\":{:.3},\"index_bytes_per_row\":{:.1},\"inverted_min_bytes_per_row\":{:.1}}}",
+            table.name(),
+            per_row(index),
+            index_bytes as f64 / rows as f64,
+            inverted_bytes as f64 / rows as f64
+        );
         println!(
             "{{\"table\":\"{}\",\"rows\":{rows},\"unsorted_write_us_per_row\":{:.3},\"unsorted_bytes_per_row\":{:.1},\"sort_us_per_row\":{:.3},\"sorted_write_us_per_row\":{:.3},\"sorted_bytes_per_row\":{:.1}}}",
             table.name(),
@@ -73,7 +123,8 @@ fn main() {
         let mut columns = Vec::new();
         for (i, field) in schema.fields().iter().enumerate() {
             let projected: Vec<RecordBatch> =
-                batches.iter().map(|b| b.project(&[i]).unwrap()).collect();
+                sorted.iter().map(|b| b.project(&[i]).unwrap()).collect();
+            let mut file = Vec::new();
             let (t, bytes) = best_of_3(|| {
                 let mut w = ArrowWriter::try_new(
                     Vec::new(),
@@ -84,18 +135,30 @@ fn main() {
                 for b in &projected {
                     w.write(b).unwrap();
                 }
-                w.into_inner().unwrap().len()
+                file = w.into_inner().unwrap();
+                file.len()
             });
-            columns.push((field.name().clone(), t, bytes));
+            // And reading it back (what every query over the column pays).
+            let file = bytes::Bytes::from(file);
+            let (read, _) = best_of_3(|| {
+                let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(
+                    file.clone(),
+                    8192,
+                )
+                .unwrap();
+                reader.map(|b| b.unwrap().num_rows()).sum()
+            });
+            columns.push((field.name().clone(), t, bytes, read));
         }
         columns.sort_by_key(|c| std::cmp::Reverse(c.1));
         let sum: Duration = columns.iter().map(|c| c.1).sum();
-        for (name, t, bytes) in columns.iter().take(12) {
+        for (name, t, bytes, read) in columns.iter().take(12) {
             println!(
-                "  {name:<22} {:>5.1}% of column time  {:>7.3} us/row  {:>7.1} B/row",
+                "  {name:<22} {:>5.1}% of column time  {:>7.3} us/row  {:>7.1} B/row  read {:>7.3} us/row",
                 100.0 * t.as_secs_f64() / sum.as_secs_f64(),
                 t.as_secs_f64() * 1e6 / rows as f64,
-                *bytes as f64 / rows as f64
+                *bytes as f64 / rows as f64,
+                read.as_secs_f64() * 1e6 / rows as f64
             );
         }
     }

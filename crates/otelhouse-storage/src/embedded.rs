@@ -825,11 +825,7 @@ async fn merge_frame(
     paths: &[String],
 ) -> datafusion::error::Result<DataFrame> {
     let schema = table.schema();
-    let order: Vec<_> = table
-        .sort_key()
-        .iter()
-        .map(|c| ident(*c).sort(true, false))
-        .collect();
+    let order = part_order(table);
     let mut frame: Option<DataFrame> = None;
     for path in paths {
         let options = ParquetReadOptions::default()
@@ -842,6 +838,24 @@ async fn merge_frame(
         });
     }
     frame.expect("a merge has inputs").sort(order)
+}
+
+/// The order of a part's rows (`part::partition_and_sort`) as sort
+/// expressions: the time bucket, then the sort key.
+fn part_order(table: Table) -> Vec<datafusion::logical_expr::SortExpr> {
+    let bucket = table.time_bucket().map(|width| {
+        let width = ScalarValue::new_interval_mdn(0, 0, width);
+        datafusion::functions::datetime::expr_fn::date_bin(
+            lit(width),
+            ident(table.time_column()),
+            ts_lit(0),
+        )
+    });
+    bucket
+        .into_iter()
+        .chain(table.sort_key().iter().map(|c| ident(*c)))
+        .map(|e| e.sort(true, false))
+        .collect()
 }
 
 /// Drives an async record batch stream from blocking code.
@@ -1105,6 +1119,7 @@ pub(crate) mod tests {
     }
 
     const HOUR: i64 = manifest::HOUR_NANOS;
+    const MINUTE: i64 = 60_000_000_000;
     const T0: i64 = 1_700_000_000_000_000_000 / HOUR * HOUR;
 
     /// Every row of the logs table as a sorted list of JSON texts.
@@ -1143,16 +1158,29 @@ pub(crate) mod tests {
         parts
     }
 
-    fn services_in_file(path: &Path) -> Vec<String> {
+    /// (5-minute bucket, ServiceName) of each row of a logs part, in order.
+    fn clusters_in_file(path: &Path) -> Vec<(i64, String)> {
+        use arrow::array::AsArray;
         let file = fs::File::open(path).unwrap();
         let reader =
             parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 1024).unwrap();
+        let width = Table::Logs.time_bucket().unwrap();
         let mut out = Vec::new();
         for batch in reader {
             let batch = batch.unwrap();
-            let col = batch.column_by_name("ServiceName").unwrap();
-            let col = arrow::array::AsArray::as_string::<i32>(col);
-            out.extend(col.iter().map(|s| s.unwrap().to_owned()));
+            let services = batch
+                .column_by_name("ServiceName")
+                .unwrap()
+                .as_string::<i32>();
+            let times = batch.column_by_name("Timestamp").unwrap();
+            let times = times.as_primitive::<arrow::datatypes::TimestampNanosecondType>();
+            out.extend(
+                times
+                    .values()
+                    .iter()
+                    .zip(services.iter())
+                    .map(|(t, s)| (t.div_euclid(width), s.unwrap().to_owned())),
+            );
         }
         out
     }
@@ -1163,20 +1191,28 @@ pub(crate) mod tests {
         let store = EmbeddedStore::open(dir.path(), StoreOptions::default()).unwrap();
         let mut applier = store.applier();
         applier.apply(1, timed("zeta", &[T0 + 5, T0 + HOUR + 1]));
-        applier.apply(2, timed("alpha", &[T0 + 9, T0 + 1]));
+        let later = T0 + 6 * MINUTE;
+        applier.apply(2, timed("alpha", &[T0 + 9, later, T0 + 1]));
         store.flush(true).unwrap();
         let files = part_files(dir.path());
         assert_eq!(files.len(), 2, "{files:?}");
+        let bucket = |t: i64| t.div_euclid(5 * MINUTE);
+        let cluster = |t: i64, s: &str| (bucket(t), s.to_string());
         assert_eq!(
-            services_in_file(&files[0]),
-            ["alpha", "alpha", "zeta"],
-            "sorted by service"
+            clusters_in_file(&files[0]),
+            [
+                cluster(T0, "alpha"),
+                cluster(T0, "alpha"),
+                cluster(T0, "zeta"),
+                cluster(later, "alpha")
+            ],
+            "clustered by 5-minute bucket, then service"
         );
-        assert_eq!(services_in_file(&files[1]), ["zeta"]);
+        assert_eq!(clusters_in_file(&files[1]), [cluster(T0 + HOUR, "zeta")]);
         let stats = &store.stats()[0];
         assert_eq!(stats.partitions.len(), 2);
         assert_eq!(stats.partitions[0].partition, manifest::partition_name(T0));
-        assert_eq!((stats.part_rows, stats.parts), (4, 2));
+        assert_eq!((stats.part_rows, stats.parts), (5, 2));
         assert!(stats.part_raw_bytes > 0);
 
         // A time range that misses an hour does not read its part.
@@ -1203,7 +1239,15 @@ pub(crate) mod tests {
             let i = i as i64;
             applier.apply(
                 i as u64 + 1,
-                timed(service, &[T0 + 100 - i, T0 + 50 + i, T0 + i]),
+                // Three 5-minute buckets, rows of each arriving out of order.
+                timed(
+                    service,
+                    &[
+                        T0 + 100 - i,
+                        T0 + (i % 3) * 5 * MINUTE + 50,
+                        T0 + 20 * MINUTE + i,
+                    ],
+                ),
             );
             store.flush(true).unwrap();
         }
@@ -1223,8 +1267,8 @@ pub(crate) mod tests {
         assert_eq!(all_rows(&store).await, before);
         let files = part_files(dir.path());
         assert_eq!(files.len(), 1, "replaced parts are deleted");
-        let services = services_in_file(&files[0]);
-        assert!(services.is_sorted(), "{services:?}");
+        let clusters = clusters_in_file(&files[0]);
+        assert!(clusters.is_sorted(), "{clusters:?}");
         assert_eq!(store.counters().merges.load(Ordering::Relaxed), 1);
 
         // And a restart sees the same.

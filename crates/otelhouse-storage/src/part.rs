@@ -158,11 +158,12 @@ pub struct PartitionRows {
     pub max_time: i64,
 }
 
-/// Splits rows into hour partitions, each clustered by the table's sort
-/// key (a stable sort: within a cluster rows keep arrival order).
+/// Splits rows into hour partitions, each clustered by the table's time
+/// bucket and sort key (a stable sort: within a cluster rows keep arrival
+/// order).
 ///
-/// Rows are ordered by a compact key — (hour, rank of each sort column,
-/// arrival) — and then copied as runs: rows of one resource arrive
+/// Rows are ordered by a compact key — (hour, bucket, rank of each sort
+/// column, arrival) — and then copied as runs: rows of one resource arrive
 /// together, so runs are long and the copy is a few bulk moves per batch.
 /// A row-by-row gather (take / interleave) costs as much as writing the
 /// part, because of the attribute maps (part_write bench).
@@ -204,8 +205,10 @@ pub fn partition_and_sort(
         ranks.push(seen);
     }
     let total: usize = batches.iter().map(|b| b.num_rows()).sum();
-    // (hour, rank, rank, batch, row): unique, so an unstable sort is stable.
-    let mut keys: Vec<(i64, u32, u32, u32, u32)> = Vec::with_capacity(total);
+    // (hour, bucket, rank, rank, batch, row): unique, so an unstable sort
+    // is stable.
+    let bucket = table.time_bucket();
+    let mut keys: Vec<(i64, i64, u32, u32, u32, u32)> = Vec::with_capacity(total);
     let mut times: Vec<&[i64]> = Vec::with_capacity(batches.len());
     let time_arrays = batches
         .iter()
@@ -223,6 +226,7 @@ pub fn partition_and_sort(
         for (row, t) in t.iter().enumerate() {
             keys.push((
                 partition_of(*t),
+                bucket.map_or(0, |w| t.div_euclid(w)),
                 rank_of(0, row),
                 rank_of(1, row),
                 bi as u32,
@@ -242,9 +246,9 @@ pub fn partition_and_sort(
         let (mut min_time, mut max_time) = (i64::MAX, i64::MIN);
         let mut i = start;
         while i < end {
-            let (b, first) = (keys[i].3, keys[i].4);
+            let (b, first) = (keys[i].4, keys[i].5);
             let mut j = i + 1;
-            while j < end && keys[j].3 == b && keys[j].4 == keys[j - 1].4 + 1 {
+            while j < end && keys[j].4 == b && keys[j].5 == keys[j - 1].5 + 1 {
                 j += 1;
             }
             let len = j - i;
@@ -300,9 +304,18 @@ mod tests {
             let mut after = Vec::new();
             for p in &parts {
                 let services = strings(&p.batch, "ServiceName");
-                assert!(services.is_sorted(), "clustered by service");
                 let times = p.batch.column_by_name(table.time_column()).unwrap();
                 let times = times.as_primitive::<TimestampNanosecondType>().values();
+                let width = table.time_bucket().unwrap_or(i64::MAX);
+                let clusters: Vec<(i64, &String)> = times
+                    .iter()
+                    .map(|t| t.div_euclid(width))
+                    .zip(&services)
+                    .collect();
+                assert!(
+                    clusters.is_sorted(),
+                    "clustered by time bucket, then service"
+                );
                 assert!(times.iter().all(|t| partition_of(*t) == p.partition));
                 assert_eq!(p.min_time, *times.iter().min().unwrap());
                 assert_eq!(p.max_time, *times.iter().max().unwrap());

@@ -15,9 +15,10 @@
 //! bit. A lookup reads `K` words per segment and ANDs them: the blocks that
 //! may hold the token. Each segment is folded (halved while its densest
 //! block stays under [`MAX_FILL`]) to the size its distinct tokens need.
-//! Measured against one inverted list per token (BENCHMARKS.md, "Full-text
-//! index"): a Bloom filter costs a fixed few bytes per distinct token per
-//! block whatever the token, and ingestion hashes each token once.
+//! Chosen over an inverted index (token → blocks) by measurement
+//! (BENCHMARKS.md, "Full-text index"): it is built in one pass while the
+//! part is written, holding one segment in memory, where an inverted index
+//! needs the part's whole vocabulary before it can write anything.
 //!
 //! File `<part id>.tokens` beside the part, written and fsync'd before the
 //! manifest lists the part:
