@@ -12,10 +12,8 @@
 //!
 //! Structure: one Bloom filter per block, stored bit-sliced per segment of
 //! 64 blocks — for each bit position one `u64` whose bit `b` is block `b`'s
-//! bit. A token's `K` positions lie in one cache line of 8 such words (a
-//! blocked Bloom filter). A lookup reads that line per segment and ANDs
-//! the `K` words: the blocks that
-//! may hold the token. Each segment is folded (halved while its densest
+//! bit. A lookup reads the token's `K` words per segment and ANDs them:
+//! the blocks that may hold the token. Each segment is folded (halved while its densest
 //! block stays under [`MAX_FILL`]) to the size its distinct tokens need.
 //! Chosen over an inverted index (token → blocks) by measurement
 //! (BENCHMARKS.md, "Full-text index"): it is built in one pass while the
@@ -24,7 +22,8 @@
 //!
 //! File `<part id>.tokens` beside the part, written and fsync'd before the
 //! manifest lists the part:
-//! `[segment words (u64 LE) …][directory: per segment offset u64, words_log2
+//! `[segment words (LE, each cut to the bytes its segment's blocks need:
+//! 1, 2, 4 or 8) …][directory: per segment offset u64, words_log2
 //! u32, blocks u32][footer: segments u32, block_rows u32, rows u64,
 //! crc32c(segments + directory) u32, MAGIC]`. A missing or damaged index
 //! is never trusted: the part is then read whole.
@@ -41,14 +40,13 @@ pub const BLOCK_ROWS: u64 = 8192;
 const SEGMENT_BLOCKS: u64 = 64;
 const SEGMENT_ROWS: u64 = BLOCK_ROWS * SEGMENT_BLOCKS;
 /// Probes per token: with a block's filter at most [`MAX_FILL`] full, a
-/// token absent from a block is taken for present with probability about
-/// 0.35⁴ ≈ 1.5 % (a little more: the probes share a cache line).
-const K: u32 = 4;
+/// token absent from a block is taken for present with probability
+/// about 0.35⁴ ≈ 1.5 %. The probes are spread over the whole filter: with
+/// all of a token's probes in one cache line (a blocked Bloom filter,
+/// tried), lines shared with the template words every row repeats were
+/// always full, and a rare token matched 18 % of blocks, not 1.5 %.
+const K: u64 = 4;
 const MAX_FILL: f64 = 0.35;
-/// Words per cache line: a token's `K` probes fall in one line of 8
-/// words, so a lookup reads one line per segment and building touches one
-/// line per token.
-const LINE: usize = 8;
 const MAX_WORDS_LOG2: u32 = 20;
 const MIN_WORDS_LOG2: u32 = 6;
 const MAGIC: &[u8; 8] = b"OHTOKEN1";
@@ -174,27 +172,19 @@ pub fn interior_keys(substring: &str) -> Vec<u64> {
         .collect()
 }
 
-/// The 70 ways to pick `K` = 4 of a line's 8 words, as bit masks.
-const PICKS: [u8; 70] = {
-    let mut out = [0u8; 70];
-    let (mut m, mut n) = (0u32, 0);
-    while m < 256 {
-        if m.count_ones() == K {
-            out[n] = m as u8;
-            n += 1;
-        }
-        m += 1;
-    }
-    out
-};
+/// The `K` words of a key in a filter of `1 << log2` words (double
+/// hashing; a position modulo a smaller power of two is the position in
+/// the folded filter, which is what makes folding exact).
+fn positions(key: u64, log2: u32) -> impl Iterator<Item = usize> {
+    let (h1, h2) = (key & 0xffff_ffff, (key >> 32) | 1);
+    let mask = (1u64 << log2) - 1;
+    (0..K).map(move |i| (h1.wrapping_add(i.wrapping_mul(h2)) & mask) as usize)
+}
 
-/// The line (first word) of a key in a filter of `1 << log2` words, and
-/// which of its words the key sets. The line modulo a smaller power of
-/// two is its line in the folded filter, which is what makes folding exact.
-fn probe(key: u64, log2: u32) -> (usize, u8) {
-    let lines = (1u64 << log2) / LINE as u64;
-    let line = (key & 0xffff_ffff) & (lines - 1);
-    (line as usize * LINE, PICKS[((key >> 32) % 70) as usize])
+/// Bytes stored per word for a segment of `blocks` blocks: a part of one
+/// block needs 1 byte of each 64-bit word, not 8.
+fn word_width(blocks: u32) -> usize {
+    (blocks.div_ceil(8) as usize).next_power_of_two()
 }
 
 /// Builds the index of one part while its rows are written, one segment
@@ -249,11 +239,8 @@ impl Builder {
     fn set_bits(&mut self, block: u64) {
         let bit = 1u64 << block;
         for key in self.keys.drain(..) {
-            let (line, pick) = probe(key, MAX_WORDS_LOG2);
-            for (o, word) in self.words[line..line + LINE].iter_mut().enumerate() {
-                if pick & (1 << o) != 0 {
-                    *word |= bit;
-                }
+            for p in positions(key, MAX_WORDS_LOG2) {
+                self.words[p] |= bit;
             }
         }
     }
@@ -287,13 +274,14 @@ impl Builder {
             log2 -= 1;
         }
         let size = 1usize << log2;
-        let mut bytes = Vec::with_capacity(size * 8);
+        let width = word_width(blocks);
+        let mut bytes = Vec::with_capacity(size * width);
         for j in 0..size {
             let w = self.words[j..]
                 .iter()
                 .step_by(size)
                 .fold(0u64, |acc, w| acc | w);
-            bytes.extend_from_slice(&w.to_le_bytes());
+            bytes.extend_from_slice(&w.to_le_bytes()[..width]);
         }
         self.out.write_all(&bytes)?;
         self.crc = crc32c::crc32c_append(self.crc, &bytes);
@@ -432,7 +420,7 @@ impl Index {
             anyhow::ensure!(
                 (MIN_WORDS_LOG2..=MAX_WORDS_LOG2).contains(&log2)
                     && u64::from(blocks) <= SEGMENT_BLOCKS
-                    && offset + (8u64 << log2) <= data_len,
+                    && offset + ((word_width(blocks) as u64) << log2) <= data_len,
                 "token index segment {s} is out of bounds"
             );
             out.push((offset, log2, blocks));
@@ -460,7 +448,7 @@ impl Index {
             } else {
                 (1u64 << blocks) - 1
             };
-            let mask = self.eval(need, *offset, *log2)? & all;
+            let mask = self.eval(need, *offset, *log2, *blocks)? & all;
             let mut m = mask;
             while m != 0 {
                 let b = u64::from(m.trailing_zeros());
@@ -476,26 +464,27 @@ impl Index {
         Ok(ranges)
     }
 
-    fn eval(&self, need: &Need, offset: u64, log2: u32) -> std::io::Result<u64> {
+    fn eval(&self, need: &Need, offset: u64, log2: u32, blocks: u32) -> std::io::Result<u64> {
         Ok(match need {
             Need::Any => u64::MAX,
             Need::Token(key) => {
-                let (line, pick) = probe(*key, log2);
-                let mut bytes = [0u8; LINE * 8];
-                self.file
-                    .read_exact_at(&mut bytes, offset + line as u64 * 8)?;
-                bytes
-                    .chunks_exact(8)
-                    .enumerate()
-                    .filter(|(o, _)| pick & (1 << o) != 0)
-                    .fold(u64::MAX, |mask, (_, w)| {
-                        mask & u64::from_le_bytes(w.try_into().expect("8 bytes"))
-                    })
+                let width = word_width(blocks);
+                let mut mask = u64::MAX;
+                for p in positions(*key, log2) {
+                    let mut word = [0u8; 8];
+                    self.file
+                        .read_exact_at(&mut word[..width], offset + (p * width) as u64)?;
+                    mask &= u64::from_le_bytes(word);
+                    if mask == 0 {
+                        break;
+                    }
+                }
+                mask
             }
             Need::All(of) => {
                 let mut mask = u64::MAX;
                 for n in of {
-                    mask &= self.eval(n, offset, log2)?;
+                    mask &= self.eval(n, offset, log2, blocks)?;
                     if mask == 0 {
                         break;
                     }
@@ -505,7 +494,7 @@ impl Index {
             Need::Either(of) => {
                 let mut mask = 0;
                 for n in of {
-                    mask |= self.eval(n, offset, log2)?;
+                    mask |= self.eval(n, offset, log2, blocks)?;
                 }
                 mask
             }
