@@ -2,7 +2,8 @@
 //! index (`text_index`) before DataFusion reads it: from the filters the
 //! planner pushes down it derives which tokens a row must hold, and reads
 //! only the blocks of rows that may hold them (a part with none is not
-//! opened at all). Everything else — row-group and page statistics, the
+//! opened at all); with nothing to narrow, the parts left after time
+//! pruning go to DataFusion's `ListingTable`. Everything else — row-group and page statistics, the
 //! TraceId bloom filters, filter evaluation while decoding — is
 //! DataFusion's own Parquet scan, as with `read_parquet`.
 
@@ -16,7 +17,9 @@ use datafusion::common::{Result, ScalarValue};
 use datafusion::datasource::TableProvider;
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl, PartitionedFile,
+};
 use datafusion::datasource::physical_plan::parquet::{ParquetAccessPlan, RowGroupAccess};
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
 use datafusion::execution::object_store::ObjectStoreUrl;
@@ -134,6 +137,7 @@ impl TableProvider for PartsTable {
             time_bounds(f, self.time_column, &mut from, &mut to);
         }
         let mut files = Vec::with_capacity(self.parts.len());
+        let mut planned = false;
         for part in self
             .parts
             .iter()
@@ -148,6 +152,7 @@ impl TableProvider for PartsTable {
                 }
                 if let Some(plan) = access_plan(index.row_groups(), &ranges) {
                     file = file.with_extension(plan);
+                    planned = true;
                 }
             }
             files.push(file);
@@ -158,6 +163,23 @@ impl TableProvider for PartsTable {
                 None => self.schema.clone(),
             };
             return Ok(Arc::new(EmptyExec::new(schema)));
+        }
+        let format = ParquetFormat::new().with_options(state.default_table_options().parquet);
+        if !planned {
+            // Nothing for the index to narrow: DataFusion's own table over
+            // the parts left, for its file statistics and byte-range splits
+            // of large files.
+            let urls = files
+                .iter()
+                .map(|f| ListingTableUrl::parse(format!("/{}", f.object_meta.location)))
+                .collect::<Result<Vec<_>>>()?;
+            let options = ListingOptions::new(Arc::new(format)).with_file_extension(".parquet");
+            let config = ListingTableConfig::new_with_multi_paths(urls)
+                .with_listing_options(options)
+                .with_schema(self.schema.clone());
+            return ListingTable::try_new(config)?
+                .scan(state, projection, filters, limit)
+                .await;
         }
         // Spread the files over the session's partitions, largest first.
         let groups_n = state.config().target_partitions().max(1).min(files.len());
@@ -171,7 +193,6 @@ impl TableProvider for PartsTable {
             g.0 += f.object_meta.size;
             g.1.push(f);
         }
-        let format = ParquetFormat::new().with_options(state.default_table_options().parquet);
         let source = format.file_source(self.schema.clone().into());
         let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), source)
             .with_file_groups(groups.into_iter().map(|(_, g)| FileGroup::new(g)).collect())
