@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use arrow::array::AsArray;
+use arrow::array::{AsArray, StringArray};
 use arrow::record_batch::RecordBatch;
 use otelhouse_schema::Table;
 use otelhouse_storage::{part, text_index};
@@ -62,61 +62,52 @@ fn main() {
         });
         let per_row = |d: Duration| d.as_secs_f64() * 1e6 / rows as f64;
         // The token index a flush builds beside the part (text tables).
-        let (index, index_bytes) = match text_index::text_column(table) {
-            Some(column) => best_of_3(|| {
+        let (mut index, mut index_bytes) = (Duration::ZERO, 0);
+        let (mut tokenize, mut inverted_bytes) = (Duration::ZERO, 0);
+        if let Some(column) = text_index::text_column(table) {
+            let texts: Vec<&StringArray> = sorted
+                .iter()
+                .map(|b| b.column_by_name(column).unwrap().as_string::<i32>())
+                .collect();
+            (index, index_bytes) = best_of_3(|| {
                 let path =
                     std::env::temp_dir().join(format!("part_write-{}.tokens", std::process::id()));
                 let mut b = text_index::Builder::create(&path).unwrap();
-                for batch in &sorted {
-                    b.add(batch.column_by_name(column).unwrap().as_string::<i32>())
-                        .unwrap();
+                for t in &texts {
+                    b.add(t).unwrap();
                 }
                 let (_, size) = b.finish(&[rows as u64]).unwrap();
                 std::fs::remove_file(&path).unwrap();
                 size as usize
-            }),
-            None => (Duration::ZERO, 0),
-        };
-        // Of which: cutting and hashing the tokens alone.
-        let (tokenize, _) = match text_index::text_column(table) {
-            Some(column) => best_of_3(|| {
+            });
+            // Of which: cutting and hashing the tokens alone.
+            (tokenize, _) = best_of_3(|| {
                 let mut n = 0usize;
-                for batch in &sorted {
-                    let texts = batch.column_by_name(column).unwrap().as_string::<i32>();
-                    for t in texts.iter().flatten() {
-                        text_index::for_each_token(t, |k| n = n.wrapping_add(k as usize));
-                    }
+                for t in texts.iter().flat_map(|t| t.iter().flatten()) {
+                    text_index::for_each_token(t, |k| n = n.wrapping_add(k as usize));
                 }
                 std::hint::black_box(n)
-            }),
-            None => (Duration::ZERO, 0),
-        };
-        // The alternative measured against it: an inverted index (token →
-        // blocks). Its least possible size: 8 bytes per distinct token (a
-        // hashed key, no text) plus 1 byte per (token, block) posting
-        // (delta-coded block numbers).
-        let inverted_bytes = text_index::text_column(table).map_or(0, |column| {
+            });
+            // The alternative measured against it: an inverted index (token
+            // → blocks). Its least possible size: 8 bytes per distinct token
+            // (a hashed key, no text) plus 1 byte per (token, block) posting
+            // (delta-coded block numbers).
             let mut vocabulary = std::collections::HashSet::new();
             let mut block = std::collections::HashSet::new();
             let mut postings = 0usize;
-            let mut row = 0u64;
-            for batch in &sorted {
-                let texts = batch.column_by_name(column).unwrap().as_string::<i32>();
-                for t in texts.iter().flatten() {
-                    text_index::for_each_token(t, |k| {
-                        block.insert(k);
-                    });
-                    row += 1;
-                    if row.is_multiple_of(text_index::BLOCK_ROWS) {
-                        postings += block.len();
-                        vocabulary.extend(block.drain());
-                    }
+            for (row, t) in texts.iter().flat_map(|t| t.iter().flatten()).enumerate() {
+                text_index::for_each_token(t, |k| {
+                    block.insert(k);
+                });
+                if (row as u64 + 1).is_multiple_of(text_index::BLOCK_ROWS) {
+                    postings += block.len();
+                    vocabulary.extend(block.drain());
                 }
             }
             postings += block.len();
             vocabulary.extend(block.drain());
-            vocabulary.len() * 8 + postings
-        });
+            inverted_bytes = vocabulary.len() * 8 + postings;
+        }
         println!(
             "{{\"table\":\"{}\",\"index_us_per_row\":{:.3},\"tokenize_us_per_row\":{:.3},\"index_bytes_per_row\":{:.1},\"inverted_min_bytes_per_row\":{:.1}}}",
             table.name(),

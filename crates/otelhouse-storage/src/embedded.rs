@@ -36,7 +36,7 @@ use otelhouse_wal::{Apply, Entry};
 use parking_lot::Mutex;
 
 use crate::manifest::{self, Manifest, PartMeta};
-use crate::parts_table::{LazyIndex, PartFile, PartsTable};
+use crate::parts_table::{PartFile, PartsTable};
 use crate::query::{QueryError, TimeRange};
 use crate::retention::{self, RetentionPolicy};
 use crate::{compaction, part};
@@ -78,29 +78,17 @@ impl Default for StoreOptions {
 #[derive(Debug)]
 pub(crate) struct LivePart {
     meta: PartMeta,
-    path: PathBuf,
-    index: Arc<LazyIndex>,
+    /// Its files, as queries read them.
+    file: PartFile,
     obsolete: AtomicBool,
 }
 
 impl LivePart {
     fn new(meta: PartMeta, path: PathBuf) -> LivePart {
-        let index_path = (meta.index_bytes > 0).then(|| path.with_extension("tokens"));
         LivePart {
-            index: Arc::new(LazyIndex::new(index_path, meta.rows)),
+            file: PartFile::new(&meta, path),
             meta,
-            path,
             obsolete: AtomicBool::new(false),
-        }
-    }
-
-    fn file(&self) -> PartFile {
-        PartFile {
-            path: self.path.clone(),
-            bytes: self.meta.bytes - self.meta.index_bytes,
-            min_time: self.meta.min_time,
-            max_time: self.meta.max_time,
-            index: self.index.clone(),
         }
     }
 }
@@ -110,8 +98,8 @@ impl Drop for LivePart {
         if !self.obsolete.load(Ordering::Acquire) {
             return;
         }
-        let index = (self.meta.index_bytes > 0).then(|| self.path.with_extension("tokens"));
-        for path in std::iter::once(&self.path).chain(index.as_ref()) {
+        let files = std::iter::once(self.file.path.as_path()).chain(self.file.index.path());
+        for path in files {
             if let Err(e) = fs::remove_file(path) {
                 tracing::warn!(part = %path.display(), error = %e, "could not delete a replaced part");
             }
@@ -487,15 +475,17 @@ impl EmbeddedStore {
         let table = meta.table().expect("our own table name");
         let mut file = fs::File::create(&path)?;
         let mut writer = part::Writer::new(&mut file, table)?;
-        let text = text_index::text_column(table);
-        let mut index = match text {
-            Some(_) => Some(text_index::Builder::create(&path.with_extension("tokens"))?),
-            None => None,
-        };
+        let mut index = text_index::text_column(table)
+            .map(|column| {
+                let path = self.inner.dir.join(meta.relative_index_path());
+                anyhow::Ok((column, text_index::Builder::create(&path)?))
+            })
+            .transpose()?;
         for batch in batches {
             let batch = batch?;
             writer.write(&batch)?;
-            if let (Some(index), Some(column)) = (&mut index, text) {
+            if let Some((column, index)) = &mut index {
+                let column = *column;
                 let texts = batch
                     .column_by_name(column)
                     .and_then(|c| c.as_any().downcast_ref::<StringArray>())
@@ -508,7 +498,7 @@ impl EmbeddedStore {
         let written = writer.finish()?;
         file.sync_all()?;
         meta.bytes = file.metadata()?.len();
-        if let Some(index) = index {
+        if let Some((_, index)) = index {
             let (index_file, size) = index.finish(&written.row_groups)?;
             index_file.sync_all()?;
             meta.index_bytes = size;
@@ -679,7 +669,7 @@ impl EmbeddedStore {
             .build()?;
         let paths: Vec<String> = inputs
             .iter()
-            .map(|p| p.path.to_string_lossy().into_owned())
+            .map(|p| p.file.path.to_string_lossy().into_owned())
             .collect();
         let batches = runtime.block_on(async {
             let frame = merge_frame(&merge_context(), table, &paths).await?;
@@ -765,7 +755,7 @@ impl EmbeddedStore {
         if parts.is_empty() {
             return Ok((memory, parts));
         }
-        let files = parts.iter().map(|p| p.file()).collect();
+        let files = parts.iter().map(|p| p.file.clone()).collect();
         let on_disk = ctx.read_table(Arc::new(PartsTable::new(table, files)))?;
         Ok((on_disk.union(memory)?, parts))
     }
@@ -791,18 +781,23 @@ impl EmbeddedStore {
 
     /// A session for one query, drawing on the shared query memory pool.
     pub(crate) fn query_context(&self) -> SessionContext {
-        let mut config = SessionConfig::new();
-        // Evaluate filters while decoding Parquet, so rows that fail them
-        // are never materialised (late materialisation).
-        config.options_mut().execution.parquet.pushdown_filters = true;
-        config.options_mut().execution.parquet.reorder_filters = true;
-        // SQL mode: column names are ClickStack's CamelCase, matched as
-        // written (as ClickHouse does).
-        config.options_mut().sql_parser.enable_ident_normalization = false;
-        let ctx = SessionContext::new_with_config_rt(config, self.inner.runtime.clone());
-        ctx.register_udf(has_token::udf());
-        ctx
+        query_session(self.inner.runtime.clone())
     }
+}
+
+/// A session for queries over parts (the store's, and `otelhouse sql`'s).
+pub(crate) fn query_session(runtime: Arc<RuntimeEnv>) -> SessionContext {
+    let mut config = SessionConfig::new();
+    // Evaluate filters while decoding Parquet, so rows that fail them
+    // are never materialised (late materialisation).
+    config.options_mut().execution.parquet.pushdown_filters = true;
+    config.options_mut().execution.parquet.reorder_filters = true;
+    // SQL mode: column names are ClickStack's CamelCase, matched as
+    // written (as ClickHouse does).
+    config.options_mut().sql_parser.enable_ident_normalization = false;
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
+    ctx.register_udf(has_token::udf());
+    ctx
 }
 
 /// A session for merges: one partition per input file so each stays
@@ -1333,7 +1328,7 @@ pub(crate) mod tests {
         let (reading, _) = store.snapshot(Table::Logs, TimeRange::default());
         assert!(compact(&store, T0 + 2 * HOUR).await);
         assert!(
-            reading.iter().all(|p| p.path.exists()),
+            reading.iter().all(|p| p.file.path.exists()),
             "still open by a query"
         );
         drop(reading);

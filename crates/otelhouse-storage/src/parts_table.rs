@@ -52,6 +52,11 @@ impl LazyIndex {
         }
     }
 
+    /// The index file, if the part has one.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        self.path.as_deref()
+    }
+
     /// The index, or `None` if the part has none or it cannot be trusted
     /// (then the part is read whole; logged once).
     pub fn get(&self) -> Option<&Arc<Index>> {
@@ -78,6 +83,21 @@ pub struct PartFile {
     pub min_time: i64,
     pub max_time: i64,
     pub index: Arc<LazyIndex>,
+}
+
+impl PartFile {
+    /// The files of the part `meta` describes, its Parquet file at `path`
+    /// (its index, if it has one, beside it: `PartMeta::relative_index_path`).
+    pub fn new(meta: &crate::manifest::PartMeta, path: PathBuf) -> PartFile {
+        let index = (meta.index_bytes > 0).then(|| path.with_extension("tokens"));
+        PartFile {
+            bytes: meta.bytes - meta.index_bytes,
+            min_time: meta.min_time,
+            max_time: meta.max_time,
+            index: Arc::new(LazyIndex::new(index, meta.rows)),
+            path,
+        }
+    }
 }
 
 #[derive(Debug)]

@@ -10,39 +10,24 @@ use std::time::{Duration, Instant};
 use arrow::record_batch::RecordBatch;
 use datafusion::datasource::MemTable;
 use datafusion::execution::context::SQLOptions;
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::prelude::SessionContext;
 use otelhouse_schema::Table;
 
 use crate::manifest::Manifest;
-use crate::parts_table::{LazyIndex, PartFile, PartsTable};
+use crate::parts_table::{PartFile, PartsTable};
 
 /// A session with every table registered under its ClickStack name.
 pub fn session(data_dir: &Path) -> anyhow::Result<SessionContext> {
     let parts_dir = data_dir.join("parts");
     let manifest = Manifest::load(&parts_dir)?;
-    let mut config = SessionConfig::new();
-    config.options_mut().execution.parquet.pushdown_filters = true;
-    config.options_mut().execution.parquet.reorder_filters = true;
-    // Column names are ClickStack's CamelCase: match them as written, as
-    // ClickHouse does, instead of lower-casing unquoted identifiers.
-    config.options_mut().sql_parser.enable_ident_normalization = false;
-    let ctx = SessionContext::new_with_config(config);
-    ctx.register_udf(crate::has_token::udf());
+    let ctx = crate::embedded::query_session(Arc::new(RuntimeEnv::default()));
     for table in Table::ALL {
         let files: Vec<PartFile> = manifest
             .parts
             .iter()
             .filter(|p| p.table == table.name())
-            .map(|p| {
-                let index = (p.index_bytes > 0).then(|| parts_dir.join(p.relative_index_path()));
-                PartFile {
-                    path: parts_dir.join(p.relative_path()),
-                    bytes: p.bytes - p.index_bytes,
-                    min_time: p.min_time,
-                    max_time: p.max_time,
-                    index: Arc::new(LazyIndex::new(index, p.rows)),
-                }
-            })
+            .map(|p| PartFile::new(p, parts_dir.join(p.relative_path())))
             .collect();
         if files.is_empty() {
             // No parts yet: an empty table of the right shape.
