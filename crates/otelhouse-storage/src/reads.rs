@@ -170,6 +170,32 @@ fn sort_value(array: &dyn Array, i: usize) -> Option<SortValue> {
 
 const SORT_KEY: &str = "__sort";
 
+/// The value of the sort column at rank `rank` (1-based) of `df` in the
+/// sort's direction, nulls last; `None` when fewer than `rank` rows have a
+/// value there (then every row may be on the page).
+async fn rank_value(
+    df: &DataFrame,
+    sort: crate::query::Sort,
+    rank: usize,
+) -> Result<Option<ScalarValue>, QueryError> {
+    if rank == 0 {
+        return Ok(None);
+    }
+    let col = ident(sort.column);
+    let batches = df
+        .clone()
+        .select(vec![col.clone()])?
+        .sort(vec![col.sort(!sort.descending, false)])?
+        .limit(rank - 1, Some(1))?
+        .collect()
+        .await?;
+    let Some(b) = batches.iter().find(|b| b.num_rows() > 0) else {
+        return Ok(None);
+    };
+    let v = ScalarValue::try_from_array(b.column(0), 0)?;
+    Ok((!v.is_null()).then_some(v))
+}
+
 /// Applies the query's time range and filter to a table frame.
 fn filtered(df: DataFrame, q: &Query, range: crate::TimeRange) -> Result<DataFrame, QueryError> {
     let df = time_filter(df, "Timestamp", range)?;
@@ -299,6 +325,19 @@ impl EmbeddedStore {
                 col.gt_eq(v)
             })?;
             skip = *n;
+        }
+        // The full order's tie-break computes text from the attribute maps
+        // of every row it sorts; first find the sort column's value at the
+        // page's last rank, reading that column (and the filter's) only,
+        // then sort in full just the rows at or before it. The same frame
+        // serves both steps, so both see the same rows.
+        if let Some(cut) = rank_value(&df, q.sort, skip + q.limit).await? {
+            let col = ident(q.sort.column);
+            df = df.filter(if q.sort.descending {
+                col.gt_eq(lit(cut))
+            } else {
+                col.lt_eq(lit(cut))
+            })?;
         }
         let df = df
             .sort(sort_exprs(&order_keys(table, q.sort)))?
