@@ -15,6 +15,9 @@ use otelhouse_server::ServeConfig;
 
 // The ingest path allocates many small strings per record (protobuf decode,
 // Arrow builders); mimalloc is markedly faster at that than glibc's malloc.
+// `--features system-allocator` keeps glibc's, for heap profilers that hook
+// malloc (heaptrack).
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -173,9 +176,9 @@ struct ServeArgs {
     /// ...or this many bytes [default: 128 MiB]
     #[arg(long, env = "OTELHOUSE_FLUSH_BYTES")]
     flush_bytes: Option<usize>,
-    /// Memory for rows not yet in parts; beyond it ingestion answers 503 [default: 512 MiB]
-    #[arg(long, env = "OTELHOUSE_MAX_MEMORY_BYTES")]
-    max_memory_bytes: Option<usize>,
+    /// Write buffer: memory for rows not yet in parts, e.g. 512MiB; beyond it ingestion answers 503 [default: 1/8 of RAM, at most 1 GiB]
+    #[arg(long, env = "OTELHOUSE_MAX_MEMORY_BYTES", value_parser = otelhouse_server::config::parse_bytes)]
+    max_memory_bytes: Option<u64>,
     /// WAL disk budget; beyond it ingestion answers 503 [default: 4 GiB]
     #[arg(long, env = "OTELHOUSE_MAX_WAL_BYTES")]
     max_wal_bytes: Option<u64>,
@@ -264,7 +267,10 @@ impl ServeArgs {
         set(&mut c.storage.flush_interval, self.flush_interval);
         set(&mut c.storage.flush_rows, self.flush_rows);
         set(&mut c.storage.flush_bytes, self.flush_bytes);
-        set(&mut c.storage.max_memory_bytes, self.max_memory_bytes);
+        set(
+            &mut c.storage.max_memory_bytes,
+            self.max_memory_bytes.map(|b| b as usize),
+        );
         set(&mut c.storage.max_wal_bytes, self.max_wal_bytes);
         set(
             &mut c.storage.maintenance_interval,

@@ -49,12 +49,16 @@ fn main() {
             out.len()
         });
         // What a flush does: split by hour and sort, then write.
-        let (sort, _) = best_of_3(|| part::partition_and_sort(table, &batches).unwrap().len());
-        let sorted: Vec<RecordBatch> = part::partition_and_sort(table, &batches)
-            .unwrap()
-            .into_iter()
-            .map(|p| p.batch)
-            .collect();
+        let sorted_batches = || -> Vec<RecordBatch> {
+            part::partition_and_sort(table, &batches)
+                .unwrap()
+                .iter()
+                .flat_map(|p| p.batches(table, &batches, part::SORTED_BATCH_ROWS))
+                .collect::<anyhow::Result<_>>()
+                .unwrap()
+        };
+        let (sort, _) = best_of_3(|| sorted_batches().len());
+        let sorted = sorted_batches();
         let (write, bytes) = best_of_3(|| {
             let mut out = Vec::new();
             part::write(&mut out, table, &sorted).unwrap();

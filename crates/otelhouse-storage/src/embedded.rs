@@ -357,11 +357,10 @@ impl EmbeddedStore {
                 let bytes = std::mem::take(&mut ts.tail_bytes);
                 ts.tail_rows = 0;
                 ts.tail_since = None;
-                // The rows stay in memory until their part is committed, and
-                // clustering copies them once more: both count against the
-                // write buffer until then, so ingestion waits instead of
-                // growing memory past it.
-                state.tail_bytes += bytes;
+                // The rows stay in memory, and count against the write
+                // buffer, until their part is committed; the sorted copy
+                // the part is written from is made a chunk at a time
+                // (`part::SORTED_BATCH_ROWS`), outside the budget.
                 (state.tables[table as usize].flushing.clone(), bytes)
             };
             let max_seq = batches.last().map(|(s, _)| *s).unwrap_or(0);
@@ -384,7 +383,7 @@ impl EmbeddedStore {
                     ts.flushed_seq = max_seq;
                     ts.parts.extend(parts);
                     ts.flushing.clear();
-                    state.tail_bytes -= 2 * bytes;
+                    state.tail_bytes -= bytes;
                 }
                 Err(e) => {
                     // Put the rows back in front of the tail; the WAL still has them.
@@ -394,7 +393,6 @@ impl EmbeddedStore {
                     ts.tail = tail;
                     ts.tail_bytes += bytes;
                     ts.tail_since.get_or_insert_with(Instant::now);
-                    state.tail_bytes -= bytes;
                     return Err(e.context(format!("flushing {}", table.name())));
                 }
             }
@@ -445,7 +443,7 @@ impl EmbeddedStore {
                 max_time: rows.max_time,
             };
             let part = self
-                .write_part(meta, std::iter::once(Ok(rows.batch)))
+                .write_part(meta, rows.batches(table, &batches, part::SORTED_BATCH_ROWS))
                 .inspect_err(|_| {
                     for p in &parts {
                         let p: &Arc<LivePart> = p;

@@ -6,7 +6,7 @@ use std::io::Write;
 
 use std::collections::HashMap;
 
-use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::array::{Array, ArrayData, ArrayRef, AsArray};
 use arrow::array::{MutableArrayData, make_array};
 use arrow::datatypes::SchemaRef;
 use arrow::datatypes::TimestampNanosecondType;
@@ -69,20 +69,29 @@ pub fn writer_properties() -> WriterProperties {
     props.build()
 }
 
-/// The rows `(batch, start, len)` of `batches`, in that order, as one batch.
-/// One `MutableArrayData` per column over all batches, extended once per run:
-/// `concat` of slices would set up every slice as a source, for every column.
+/// The rows `(batch, start, len)` of the sources (per column, per batch),
+/// in that order, as one batch. One `MutableArrayData` per column over the
+/// batches the runs use, extended once per run: `concat` of slices would
+/// set up every slice as a source, for every column; setting up batches no
+/// run uses costs as much as the copy (part_write bench).
 fn gather_runs(
     schema: &SchemaRef,
-    batches: &[RecordBatch],
+    sources: &[Vec<ArrayData>],
     runs: &[(usize, usize, usize)],
     rows: usize,
 ) -> anyhow::Result<RecordBatch> {
-    let mut columns = Vec::with_capacity(schema.fields().len());
-    for c in 0..schema.fields().len() {
-        let data: Vec<_> = batches.iter().map(|b| b.column(c).to_data()).collect();
-        let mut out = MutableArrayData::new(data.iter().collect(), false, rows);
-        for (b, start, len) in runs {
+    let mut used: Vec<usize> = runs.iter().map(|r| r.0).collect();
+    used.sort_unstable();
+    used.dedup();
+    let local = |b: usize| used.binary_search(&b).expect("a used batch");
+    let runs: Vec<(usize, usize, usize)> = runs
+        .iter()
+        .map(|&(b, start, len)| (local(b), start, len))
+        .collect();
+    let mut columns = Vec::with_capacity(sources.len());
+    for data in sources {
+        let mut out = MutableArrayData::new(used.iter().map(|&b| &data[b]).collect(), false, rows);
+        for (b, start, len) in &runs {
             out.try_extend(*b, *start, start + len)?;
         }
         columns.push(make_array(out.freeze()));
@@ -150,12 +159,58 @@ pub fn write<'a, W: Write + Send>(
     writer.finish()
 }
 
-/// The rows of one partition, sorted in part order, with their time span.
+/// The rows of one partition, in part order, with their time span: runs
+/// of consecutive rows of the source batches, copied only chunk by chunk
+/// ([`PartitionRows::batches`]) so that a flush holds one chunk of sorted
+/// rows at a time, not a second copy of the whole tail.
 pub struct PartitionRows {
     pub partition: i64,
-    pub batch: RecordBatch,
+    pub rows: usize,
     pub min_time: i64,
     pub max_time: i64,
+    /// `(source batch, first row, rows)`, in part order.
+    runs: Vec<(usize, usize, usize)>,
+}
+
+/// Rows per batch [`PartitionRows::batches`] copies: a quarter of a row
+/// group, so the Parquet writer's row groups stay whole while the sorted
+/// copy stays small.
+pub const SORTED_BATCH_ROWS: usize = ROW_GROUP_ROWS / 4;
+
+impl PartitionRows {
+    /// The partition's rows in part order, copied from `batches` (the
+    /// batches given to [`partition_and_sort`]) at most `max_rows` at a
+    /// time, each copy made when the iterator reaches it.
+    pub fn batches<'a>(
+        &'a self,
+        table: Table,
+        batches: &'a [RecordBatch],
+        max_rows: usize,
+    ) -> impl Iterator<Item = anyhow::Result<RecordBatch>> + 'a {
+        let schema = table.schema();
+        let sources: Vec<Vec<ArrayData>> = (0..schema.fields().len())
+            .map(|c| batches.iter().map(|b| b.column(c).to_data()).collect())
+            .collect();
+        let max_rows = max_rows.max(1);
+        let mut next = 0; // index into runs
+        let mut offset = 0; // rows of runs[next] already copied
+        std::iter::from_fn(move || {
+            let mut chunk = Vec::new();
+            let mut rows = 0;
+            while rows < max_rows && next < self.runs.len() {
+                let (b, first, len) = self.runs[next];
+                let take = (len - offset).min(max_rows - rows);
+                chunk.push((b, first + offset, take));
+                rows += take;
+                offset += take;
+                if offset == len {
+                    next += 1;
+                    offset = 0;
+                }
+            }
+            (rows > 0).then(|| gather_runs(&schema, &sources, &chunk, rows))
+        })
+    }
 }
 
 /// Splits rows into hour partitions, each clustered by the table's time
@@ -235,7 +290,6 @@ pub fn partition_and_sort(
         }
     }
     keys.sort_unstable();
-    let schema = table.schema();
     let mut out = Vec::new();
     let mut start = 0;
     while start < keys.len() {
@@ -261,9 +315,10 @@ pub fn partition_and_sort(
         }
         out.push(PartitionRows {
             partition: hour,
-            batch: gather_runs(&schema, batches, &runs, end - start)?,
+            rows: end - start,
             min_time,
             max_time,
+            runs,
         });
         start = end;
     }
@@ -299,12 +354,25 @@ mod tests {
                 .collect();
             let parts = partition_and_sort(table, &batches).unwrap();
             assert!(parts.len() >= 3, "{} hours", parts.len());
+            assert!(
+                parts.iter().any(|p| p.rows > 2 * 97),
+                "a partition of several chunks"
+            );
             let mut before: Vec<String> =
                 batches.iter().flat_map(|b| strings(b, "SpanId")).collect();
             let mut after = Vec::new();
             for p in &parts {
-                let services = strings(&p.batch, "ServiceName");
-                let times = p.batch.column_by_name(table.time_column()).unwrap();
+                // Copied in chunks of 97 rows: runs are cut across chunks.
+                let chunks: Vec<RecordBatch> = p
+                    .batches(table, &batches, 97)
+                    .collect::<anyhow::Result<_>>()
+                    .unwrap();
+                assert!(chunks.iter().all(|c| c.num_rows() <= 97));
+                assert_eq!(chunks.len(), p.rows.div_ceil(97));
+                let batch = arrow::compute::concat_batches(&table.schema(), &chunks).unwrap();
+                assert_eq!(batch.num_rows(), p.rows);
+                let services = strings(&batch, "ServiceName");
+                let times = batch.column_by_name(table.time_column()).unwrap();
                 let times = times.as_primitive::<TimestampNanosecondType>().values();
                 let width = table.time_bucket().unwrap_or(i64::MAX);
                 let clusters: Vec<(i64, &String)> = times
@@ -319,7 +387,7 @@ mod tests {
                 assert!(times.iter().all(|t| partition_of(*t) == p.partition));
                 assert_eq!(p.min_time, *times.iter().min().unwrap());
                 assert_eq!(p.max_time, *times.iter().max().unwrap());
-                after.extend(strings(&p.batch, "SpanId"));
+                after.extend(strings(&batch, "SpanId"));
             }
             before.sort();
             after.sort();
