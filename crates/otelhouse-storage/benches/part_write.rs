@@ -53,7 +53,7 @@ fn main() {
             part::partition_and_sort(table, &batches)
                 .unwrap()
                 .iter()
-                .flat_map(|p| p.batches(table, &batches, part::SORTED_BATCH_ROWS))
+                .flat_map(|p| p.batches(&batches, part::SORTED_BATCH_ROWS))
                 .collect::<anyhow::Result<_>>()
                 .unwrap()
         };

@@ -443,7 +443,7 @@ impl EmbeddedStore {
                 max_time: rows.max_time,
             };
             let part = self
-                .write_part(meta, rows.batches(table, &batches, part::SORTED_BATCH_ROWS))
+                .write_part(meta, rows.batches(&batches, part::SORTED_BATCH_ROWS))
                 .inspect_err(|_| {
                     for p in &parts {
                         let p: &Arc<LivePart> = p;

@@ -70,28 +70,19 @@ pub fn writer_properties() -> WriterProperties {
 }
 
 /// The rows `(batch, start, len)` of the sources (per column, per batch),
-/// in that order, as one batch. One `MutableArrayData` per column over the
-/// batches the runs use, extended once per run: `concat` of slices would
-/// set up every slice as a source, for every column; setting up batches no
-/// run uses costs as much as the copy (part_write bench).
+/// in that order, as one batch. One `MutableArrayData` per column over all
+/// batches, extended once per run: `concat` of slices would set up every
+/// slice as a source, for every column.
 fn gather_runs(
     schema: &SchemaRef,
     sources: &[Vec<ArrayData>],
     runs: &[(usize, usize, usize)],
     rows: usize,
 ) -> anyhow::Result<RecordBatch> {
-    let mut used: Vec<usize> = runs.iter().map(|r| r.0).collect();
-    used.sort_unstable();
-    used.dedup();
-    let local = |b: usize| used.binary_search(&b).expect("a used batch");
-    let runs: Vec<(usize, usize, usize)> = runs
-        .iter()
-        .map(|&(b, start, len)| (local(b), start, len))
-        .collect();
     let mut columns = Vec::with_capacity(sources.len());
     for data in sources {
-        let mut out = MutableArrayData::new(used.iter().map(|&b| &data[b]).collect(), false, rows);
-        for (b, start, len) in &runs {
+        let mut out = MutableArrayData::new(data.iter().collect(), false, rows);
+        for (b, start, len) in runs {
             out.try_extend(*b, *start, start + len)?;
         }
         columns.push(make_array(out.freeze()));
@@ -164,6 +155,7 @@ pub fn write<'a, W: Write + Send>(
 /// ([`PartitionRows::batches`]) so that a flush holds one chunk of sorted
 /// rows at a time, not a second copy of the whole tail.
 pub struct PartitionRows {
+    table: Table,
     pub partition: i64,
     pub rows: usize,
     pub min_time: i64,
@@ -183,11 +175,10 @@ impl PartitionRows {
     /// time, each copy made when the iterator reaches it.
     pub fn batches<'a>(
         &'a self,
-        table: Table,
         batches: &'a [RecordBatch],
         max_rows: usize,
     ) -> impl Iterator<Item = anyhow::Result<RecordBatch>> + 'a {
-        let schema = table.schema();
+        let schema = self.table.schema();
         let sources: Vec<Vec<ArrayData>> = (0..schema.fields().len())
             .map(|c| batches.iter().map(|b| b.column(c).to_data()).collect())
             .collect();
@@ -314,6 +305,7 @@ pub fn partition_and_sort(
             i = j;
         }
         out.push(PartitionRows {
+            table,
             partition: hour,
             rows: end - start,
             min_time,
@@ -364,7 +356,7 @@ mod tests {
             for p in &parts {
                 // Copied in chunks of 97 rows: runs are cut across chunks.
                 let chunks: Vec<RecordBatch> = p
-                    .batches(table, &batches, 97)
+                    .batches(&batches, 97)
                     .collect::<anyhow::Result<_>>()
                     .unwrap();
                 assert!(chunks.iter().all(|c| c.num_rows() <= 97));
