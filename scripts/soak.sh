@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Memory soak: a release server on its defaults (or EXTRA_SERVE_ARGS) under
 # sustained OTLP ingest (logs and spans) plus a loop of concurrent queries,
-# sampling the server's RSS every 5 s. Prints the budget, the RSS samples'
-# peak and the records stored. Usage: scripts/soak.sh [minutes, default 10]
+# sampling the server's RSS every second. Prints the budget, the samples'
+# peak, the kernel's high-water mark of RSS (VmHWM: the true peak, between
+# samples too) and the records stored. Usage: scripts/soak.sh [minutes, default 10]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/otelhouse-target}"
@@ -39,20 +40,26 @@ SECS=$((MINUTES * 60))
 ) &
 QUERIES=$!
 PEAK=0
-for _ in $(seq $((SECS / 5))); do
-  sleep 5
+for _ in $(seq "$SECS"); do
+  sleep 1
   RSS=$(awk '/VmRSS/ {print $2}' "/proc/$PID/status")  # KiB
   if [ "$RSS" -gt "$PEAK" ]; then PEAK=$RSS; fi
 done
 wait "$QUERIES"
+HWM=$(awk '/VmHWM/ {print $2}' "/proc/$PID/status")  # KiB
 METRICS=$(curl -s "http://$API/metrics")
-BUDGET=$(sed 's/\x1b\[[0-9;]*m//g' "$DATA.log" | grep -o 'write_buffer_mib=[0-9]* query_memory_mib=[0-9]*' | head -1 || true)
-python3 - "$PEAK" "$DATA" "$METRICS" "$BUDGET" <<'PY'
+BUDGET=$(sed 's/\x1b\[[0-9;]*m//g' "$DATA.log" | grep -o 'write_buffer_mib=[0-9]* query_memory_mib=[0-9]* resident_mib=[0-9]*' | head -1 || true)
+python3 - "$PEAK" "$DATA" "$METRICS" "$BUDGET" "$HWM" <<'PY'
 import json, sys
-peak, data, metrics, budget = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+peak, data, metrics, budget, hwm = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
 budget = {k: int(v) for k, v in (kv.split("=") for kv in budget.split())}
 acc = sum(float(l.split()[-1]) for l in metrics.splitlines() if l.startswith("otelhouse_records_accepted_total"))
 merges = [l.split()[-1] for l in metrics.splitlines() if l.startswith("otelhouse_merges_total")]
+def value(name):
+    return [int(float(l.split()[-1])) for l in metrics.splitlines() if l.startswith(name)]
 q = json.load(open(data + ".queries.json"))
-print(json.dumps({**budget, "peak_rss_mib": round(peak / 1024), "records_accepted": int(acc), "merges": merges, **q}))
+print(json.dumps({**budget, "peak_rss_mib": round(peak / 1024), "hwm_rss_mib": round(hwm / 1024),
+                  "records_accepted": int(acc), "merges": merges,
+                  "memory_releases": value("otelhouse_memory_releases_total"),
+                  "memory_refusals": value("otelhouse_memory_refusals_total"), **q}))
 PY

@@ -525,27 +525,82 @@ async fn overload_answers_503_with_retry_after_and_memory_stays_bounded() {
     }
     let headers = refused.expect("the server must push back once its buffer is full");
     assert_eq!(headers["retry-after"], "1");
-    let mut grpc = grpc_client(&s).await;
-    let err = grpc
-        .export(with_key(
-            logs_request("load", &bodies("x", 10)),
-            &creds.ingestion_key,
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::Unavailable);
+    assert_grpc_logs_refused_as_unavailable(&s, &creds.ingestion_key).await;
     let metrics = metrics_text(&s).await;
     assert!(metrics.contains("reason=\"overloaded\""), "{metrics}");
-    let tail: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("otelhouse_memory_tail_bytes "))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let tail = metric(&metrics, "otelhouse_memory_tail_bytes");
     assert!(
         tail < 4_000_000.0,
         "memory tail {tail} stays near its 2 MB budget"
     );
+}
+
+/// An OTLP/gRPC logs export is refused with `UNAVAILABLE` (retry later).
+async fn assert_grpc_logs_refused_as_unavailable(s: &Server, key: &str) {
+    let err = grpc_client(s)
+        .await
+        .export(with_key(logs_request("load", &bodies("x", 10)), key))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err}");
+}
+
+/// The value of an unlabelled metric in Prometheus text.
+fn metric(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("{name} in {metrics}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// A server already over its resident-memory budget (set far below what
+/// any process needs) refuses ingestion with retry-later, says why, counts
+/// it, and keeps answering the API.
+#[tokio::test]
+async fn over_its_resident_memory_budget_ingestion_answers_503() {
+    let dir = tempfile::tempdir().unwrap();
+    let creds = init(dir.path());
+    let s = Server::start(dir.path(), &["--max-resident-memory", "1MiB"]);
+    let body = logs_request("rss", &bodies("x", 10)).encode_to_vec();
+    let mut answer = None;
+    // The guard looks every 100 ms; its first look is at start.
+    for _ in 0..50 {
+        let (status, body, headers) = post_otlp(
+            &s,
+            "/v1/logs",
+            Some(&creds.ingestion_key),
+            "application/x-protobuf",
+            body.clone(),
+            false,
+        )
+        .await;
+        if status == 503 {
+            answer = Some((body, headers));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (body, headers) = answer.expect("over its budget the server must refuse");
+    assert_eq!(headers["retry-after"], "1");
+    let message = String::from_utf8_lossy(&body);
+    assert!(
+        message.contains("resident memory") && message.contains("at its budget (1 MiB"),
+        "{message}"
+    );
+    assert_grpc_logs_refused_as_unavailable(&s, &creds.ingestion_key).await;
+    let metrics = metrics_text(&s).await;
+    assert!(metrics.contains("reason=\"memory\""), "{metrics}");
+    assert!(metric(&metrics, "otelhouse_memory_refusals_total") >= 2.0);
+    assert_eq!(metric(&metrics, "otelhouse_memory_budget_bytes"), 1048576.0);
+    assert!(metric(&metrics, "otelhouse_process_resident_memory_bytes") > 1048576.0);
+    // Nothing was stored; the API still answers.
+    let (status, json) = api_get(&s, &creds.api_token, "/api/v1/search?signal=logs").await;
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(json["rows"].as_array().unwrap().len(), 0, "{json}");
+    assert!(s.logs().contains("resident memory near its budget"));
 }
 
 #[tokio::test]

@@ -18,8 +18,20 @@ pub struct ChdbFront {
 }
 
 /// The repository root (this crate is `crates/otelhouse-clickhouse`).
+/// The checkout the tests run from: found from the working directory (cargo
+/// runs a test in its package's directory), because a library built from
+/// another checkout sharing the target directory keeps that checkout's
+/// `CARGO_MANIFEST_DIR`.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    let marker = "tests/support/chdb_front.py";
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| {
+            cwd.ancestors()
+                .find(|d| d.join(marker).exists())
+                .map(Path::to_path_buf)
+        })
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
 }
 
 fn python() -> PathBuf {

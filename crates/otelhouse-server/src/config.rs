@@ -233,6 +233,9 @@ pub struct StorageConfig {
     /// Memory all running queries may use together; a query that needs
     /// more fails with a clear error. Default: 1/4 of RAM, at most 2 GiB.
     pub max_query_memory_bytes: usize,
+    /// Resident memory (RSS) of the whole server; above it ingestion answers
+    /// 503. None: write buffer + query memory, at least 256 MiB.
+    pub max_resident_bytes: Option<u64>,
     /// Disk budget for parts; beyond it the oldest hour partitions are
     /// dropped before their retention (logged and counted). None: no budget.
     pub max_disk_bytes: Option<u64>,
@@ -250,6 +253,16 @@ pub struct StorageConfig {
     /// How often retention, the disk budget and compaction run.
     #[serde(with = "human_duration")]
     pub maintenance_interval: Duration,
+}
+
+impl StorageConfig {
+    /// The resident memory budget the server enforces.
+    pub fn resident_budget(&self) -> u64 {
+        self.max_resident_bytes.unwrap_or_else(|| {
+            ((self.max_memory_bytes + self.max_query_memory_bytes) as u64)
+                .max(crate::memory::MIN_DEFAULT_BUDGET)
+        })
+    }
 }
 
 const DAY: Duration = Duration::from_secs(86_400);
@@ -272,6 +285,7 @@ impl Default for StorageConfig {
             flush_bytes: 128 << 20,
             max_memory_bytes: share_of_memory(8, 1 << 30),
             max_query_memory_bytes: share_of_memory(4, 2 << 30),
+            max_resident_bytes: None,
             max_disk_bytes: None,
             max_wal_bytes: 4 << 30,
             max_queue_bytes: 64 << 20,

@@ -20,6 +20,7 @@ use otelhouse_storage::embedded::kind_of;
 use otelhouse_wal::{Committer, SubmitError};
 use prost::Message;
 
+use crate::memory::MemoryGuard;
 use crate::telemetry::Telemetry;
 use otelhouse_storage::retention::RetentionPolicy;
 
@@ -101,6 +102,7 @@ impl WriteBuffer for otelhouse_clickhouse::Shipper {
 pub struct Ingest {
     pub committer: Committer<TableBatches>,
     pub buffer: Arc<dyn WriteBuffer>,
+    pub memory: Arc<MemoryGuard>,
     pub limits: Limits,
     pub retention: Arc<RetentionPolicy>,
     pub telemetry: Arc<Telemetry>,
@@ -117,6 +119,7 @@ impl Ingest {
     pub fn new(
         committer: Committer<TableBatches>,
         buffer: Arc<dyn WriteBuffer>,
+        memory: Arc<MemoryGuard>,
         limits: Limits,
         retention: Arc<RetentionPolicy>,
         telemetry: Arc<Telemetry>,
@@ -125,6 +128,7 @@ impl Ingest {
         Ingest {
             committer,
             buffer,
+            memory,
             limits,
             retention,
             telemetry,
@@ -150,13 +154,22 @@ impl Ingest {
     }
 
     fn check_room(&self, signal: Signal, records: u64) -> Result<(), IngestError> {
-        if self.buffer.has_room() {
-            return Ok(());
+        if !self.buffer.has_room() {
+            self.telemetry.rejected(signal, "overloaded", records);
+            return Err(IngestError::Unavailable(
+                "the write buffer is full while parts are being written; retry later".into(),
+            ));
         }
-        self.telemetry.rejected(signal, "overloaded", records);
-        Err(IngestError::Unavailable(
-            "the write buffer is full while parts are being written; retry later".into(),
-        ))
+        if self.memory.over_budget() {
+            self.memory.refused();
+            self.telemetry.rejected(signal, "memory", records);
+            return Err(IngestError::Unavailable(format!(
+                "the server's resident memory ({} MiB) is at its budget ({} MiB, refusing above 90 %); retry later",
+                self.memory.resident() >> 20,
+                self.memory.budget() >> 20
+            )));
+        }
+        Ok(())
     }
 
     /// Makes a (decompressed) protobuf request durable. Logs and spans take

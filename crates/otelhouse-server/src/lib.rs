@@ -5,6 +5,7 @@ pub mod api;
 pub mod config;
 pub mod ingest;
 pub mod listen;
+pub mod memory;
 pub mod otlp_grpc;
 pub mod otlp_http;
 pub mod security;
@@ -174,14 +175,17 @@ pub async fn serve(
         None => open_embedded(&config, committer_opts)?,
         Some(url) => open_clickhouse(&config, url, committer_opts)?,
     };
+    let memory = memory::MemoryGuard::spawn(s.resident_budget(), Duration::from_millis(100));
     let telemetry = Arc::new(Telemetry::new(
         backend.committer.stats().clone(),
         backend.sink.clone(),
         &security,
+        Some(memory.clone()),
     ));
     let ingest = Arc::new(Ingest::new(
         backend.committer,
         backend.buffer,
+        memory.clone(),
         config.limits.clone(),
         retention.clone(),
         telemetry.clone(),
@@ -199,6 +203,7 @@ pub async fn serve(
             )),
             tokio::spawn(maintenance_loop(
                 store.clone(),
+                memory.clone(),
                 data_dir.clone(),
                 config.retention.clone(),
                 retention.clone(),
@@ -365,6 +370,7 @@ fn open_embedded(
     tracing::info!(
         write_buffer_mib = s.max_memory_bytes >> 20,
         query_memory_mib = s.max_query_memory_bytes >> 20,
+        resident_mib = s.resident_budget() >> 20,
         max_disk_bytes = s.max_disk_bytes.unwrap_or(0),
         "memory and disk budgets (max_disk_bytes 0: none)"
     );
@@ -586,6 +592,7 @@ fn apply_retention_overrides(
 /// over-budget) partitions, and merges small parts.
 async fn maintenance_loop(
     store: EmbeddedStore,
+    memory: Arc<memory::MemoryGuard>,
     data_dir: std::path::PathBuf,
     configured: config::Retention,
     retention: Arc<RetentionPolicy>,
@@ -598,12 +605,17 @@ async fn maintenance_loop(
         if let Err(e) = apply_retention_overrides(&data_dir, &configured, &retention, false) {
             tracing::error!(error = %e, "could not read the retention settings");
         }
-        let (store, retention) = (store.clone(), retention.clone());
+        let (store, retention, memory) = (store.clone(), retention.clone(), memory.clone());
         let work = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
             store.enforce_retention(ingest::now_nanos() as i64, &retention, max_disk)?;
             // A bounded number of merges per round, so retention is not
-            // starved behind a long merge backlog.
+            // starved behind a long merge backlog; none while memory is at
+            // its budget (a merge can wait, and needs memory of its own).
             for _ in 0..16 {
+                if memory.over_budget() {
+                    memory.merge_postponed();
+                    break;
+                }
                 if !store.compact_once(ingest::now_nanos() as i64)? {
                     break;
                 }

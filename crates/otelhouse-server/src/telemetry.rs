@@ -15,6 +15,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 
+use crate::memory::MemoryGuard;
 use crate::security::GateReport;
 use prometheus_client::registry::Registry;
 
@@ -48,7 +49,12 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    pub fn new(wal: Arc<WalStats>, sink: Sink, security: &GateReport) -> Self {
+    pub fn new(
+        wal: Arc<WalStats>,
+        sink: Sink,
+        security: &GateReport,
+        memory: Option<Arc<MemoryGuard>>,
+    ) -> Self {
         let mut registry = Registry::with_prefix("otelhouse");
         let accepted = Family::<SignalLabel, Counter>::default();
         let rejected = Family::<RejectLabel, Counter>::default();
@@ -85,7 +91,7 @@ impl Telemetry {
             "1 when a failed startup gate check was explicitly overridden",
             overridden,
         );
-        registry.register_collector(Box::new(StateCollector { wal, sink }));
+        registry.register_collector(Box::new(StateCollector { wal, sink, memory }));
         Telemetry {
             registry,
             accepted,
@@ -152,6 +158,7 @@ impl std::fmt::Debug for Sink {
 struct StateCollector {
     wal: Arc<WalStats>,
     sink: Sink,
+    memory: Option<Arc<MemoryGuard>>,
 }
 
 fn counter(
@@ -257,6 +264,42 @@ fn encode_shipper(
     )
 }
 
+fn encode_memory(
+    encoder: &mut DescriptorEncoder,
+    memory: &MemoryGuard,
+) -> Result<(), std::fmt::Error> {
+    gauge(
+        encoder,
+        "process_resident_memory_bytes",
+        "Resident memory (RSS) of the server, as of the memory guard's last look",
+        memory.resident() as i64,
+    )?;
+    gauge(
+        encoder,
+        "memory_budget_bytes",
+        "Resident memory budget (--max-resident-memory; default: write buffer + query memory)",
+        memory.budget() as i64,
+    )?;
+    counter(
+        encoder,
+        "memory_releases",
+        "Times the allocator was asked to return freed memory because RSS neared the budget",
+        memory.releases(),
+    )?;
+    counter(
+        encoder,
+        "memory_refusals",
+        "Requests answered retry-later because RSS was over 90 % of the budget",
+        memory.refusals(),
+    )?;
+    counter(
+        encoder,
+        "memory_merges_postponed",
+        "Maintenance rounds that skipped merging because RSS was over 90 % of the budget",
+        memory.merges_postponed(),
+    )
+}
+
 fn gauge(
     encoder: &mut DescriptorEncoder,
     name: &str,
@@ -288,6 +331,9 @@ impl Collector for StateCollector {
             "Bytes waiting for the WAL writer",
             w.queued_bytes.load(Ordering::Relaxed) as i64,
         )?;
+        if let Some(memory) = &self.memory {
+            encode_memory(&mut encoder, memory)?;
+        }
         match &self.sink {
             Sink::Embedded(store) => encode_store(&mut encoder, store)?,
             Sink::ClickHouse(shipper) => encode_shipper(&mut encoder, shipper)?,

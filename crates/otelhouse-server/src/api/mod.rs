@@ -238,6 +238,7 @@ mod tests {
             Default::default(),
             crate::telemetry::Sink::Embedded(store.clone()),
             &GateReport::default(),
+            None,
         ));
         let state = |public| ApiState {
             storage: Arc::new(store.clone()),
