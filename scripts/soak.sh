@@ -61,5 +61,6 @@ q = json.load(open(data + ".queries.json"))
 print(json.dumps({**budget, "peak_rss_mib": round(peak / 1024), "hwm_rss_mib": round(hwm / 1024),
                   "records_accepted": int(acc), "merges": merges,
                   "memory_releases": value("otelhouse_memory_releases_total"),
-                  "memory_refusals": value("otelhouse_memory_refusals_total"), **q}))
+                  "memory_refusals": value("otelhouse_memory_refusals_total"),
+                  "merges_postponed": value("otelhouse_memory_merges_postponed_total"), **q}))
 PY
