@@ -11,25 +11,27 @@ cargo build --release --workspace --bins -q
 BIN="${BIN:-$CARGO_TARGET_DIR/release/otelhouse}"
 LOADGEN="$CARGO_TARGET_DIR/release/otelhouse-loadgen"
 DATA="$(mktemp -d)/data"
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$(dirname "$DATA")"' EXIT
 CREDS=$("$BIN" init --data-dir "$DATA" --json)
 KEY=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["ingestion_key"])' "$CREDS")
 read -r -a EXTRA <<< "${EXTRA_SERVE_ARGS:-}"
-"$BIN" serve --data-dir "$DATA" --otlp-grpc-addr 127.0.0.1:0 --otlp-http-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 "${EXTRA[@]}" 2>"$DATA.log" &
+"$BIN" serve --data-dir "$DATA" --otlp-grpc-addr 127.0.0.1:0 --otlp-http-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 ${EXTRA[@]+"${EXTRA[@]}"} 2>"$DATA.log" &
 PID=$!
-trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$(dirname "$DATA")"' EXIT
 for _ in $(seq 100); do [ -f "$DATA/listen.json" ] && break; sleep 0.1; done
 addr() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$DATA/listen.json" "$1"; }
 GRPC=$(addr otlp_grpc); API=$(addr http)
 "$LOADGEN" send --signal logs --protocol grpc --endpoint "$GRPC" --key "$KEY" --batch 500 --concurrency 4 --duration "${SECS:-60}s" --json >/dev/null &
 LG=$!
-metric() { curl -s "http://$API/metrics" | awk -v m="$1" '$1 == m || index($1, m "{") == 1 {s += $2} END {print s + 0}'; }
+metric() { curl -s "http://$API/metrics" | awk -v m="$1" '$1 == m || index($1, m "{") == 1 {s += $2} END {printf "%d\n", s}'; }
 PEAK=0; MAXTAIL=0; N=0; SUM=0
 while kill -0 $LG 2>/dev/null; do
   R=$(awk '/VmRSS/ {print int($2 / 1024)}' "/proc/$PID/status")
-  T=$(( $(metric otelhouse_memory_tail_bytes | cut -d. -f1) >> 20 ))
+  T=$(( $(metric otelhouse_memory_tail_bytes) >> 20 ))
   [ "$R" -gt "$PEAK" ] && PEAK=$R; [ "$T" -gt "$MAXTAIL" ] && MAXTAIL=$T
   N=$((N + 1)); SUM=$((SUM + R)); sleep 1
 done
-CPU=$(awk '{print ($14 + $15) / 100}' "/proc/$PID/stat")
+wait "$LG"  # a load generator that failed fails the run
+[ "$N" -gt 0 ] || { echo "the load generator ended before the first sample" >&2; exit 1; }
+CPU=$(awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$PID/stat")
 ACC=$(metric otelhouse_records_accepted_total)
-echo "{\"server_cpu_s\": $CPU, \"records_accepted\": $ACC, \"records_per_cpu_s\": $(python3 -c "print(round($ACC / $CPU))"), \"peak_rss_mib\": $PEAK, \"mean_rss_mib\": $((SUM / N)), \"max_write_buffer_mib\": $MAXTAIL, \"memory_releases\": $(metric otelhouse_memory_releases_total), \"memory_refusals\": $(metric otelhouse_memory_refusals_total)}"
+echo "{\"server_cpu_s\": $CPU, \"records_accepted\": $ACC, \"records_per_cpu_s\": $(python3 -c "print(round($ACC / max($CPU, 0.01)))"), \"peak_rss_mib\": $PEAK, \"mean_rss_mib\": $((SUM / N)), \"max_write_buffer_mib\": $MAXTAIL, \"memory_releases\": $(metric otelhouse_memory_releases_total), \"memory_refusals\": $(metric otelhouse_memory_refusals_total)}"

@@ -16,7 +16,7 @@ CREDS=$("$BIN" init --data-dir "$DATA" --json)
 KEY=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["ingestion_key"])' "$CREDS")
 TOKEN=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["api_token"])' "$CREDS")
 read -r -a EXTRA <<< "${EXTRA_SERVE_ARGS:-}"
-"$BIN" serve --data-dir "$DATA" --otlp-grpc-addr 127.0.0.1:0 --otlp-http-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 "${EXTRA[@]}" 2>"$DATA.log" &
+"$BIN" serve --data-dir "$DATA" --otlp-grpc-addr 127.0.0.1:0 --otlp-http-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 ${EXTRA[@]+"${EXTRA[@]}"} 2>"$DATA.log" &
 PID=$!
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$(dirname "$DATA")"' EXIT
 for _ in $(seq 100); do [ -f "$DATA/listen.json" ] && break; sleep 0.1; done
@@ -31,7 +31,7 @@ SECS=$((MINUTES * 60))
   end=$((SECONDS + SECS)); n=0; failed=0
   while [ $SECONDS -lt $end ]; do
     for q in "signal=logs&q=timeout&limit=100" "signal=logs&limit=1000" "signal=traces&q=GET&limit=500"; do
-      code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://$API/api/v1/search?$q")
+      code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://$API/api/v1/search?$q" || true)
       n=$((n + 1)); [ "$code" = 200 ] || failed=$((failed + 1))
     done
     sleep 0.5
@@ -48,7 +48,8 @@ done
 wait "$QUERIES"
 HWM=$(awk '/VmHWM/ {print $2}' "/proc/$PID/status")  # KiB
 METRICS=$(curl -s "http://$API/metrics")
-BUDGET=$(sed 's/\x1b\[[0-9;]*m//g' "$DATA.log" | grep -o 'write_buffer_mib=[0-9]* query_memory_mib=[0-9]* resident_mib=[0-9]*' | head -1 || true)
+LOG=$(sed 's/\x1b\[[0-9;]*m//g' "$DATA.log")
+BUDGET="$(grep -o 'write_buffer_mib=[0-9]* query_memory_mib=[0-9]*' <<<"$LOG" | head -1 || true) $(grep -o 'resident_mib=[0-9]*' <<<"$LOG" | head -1 || true)"
 python3 - "$PEAK" "$DATA" "$METRICS" "$BUDGET" "$HWM" <<'PY'
 import json, sys
 peak, data, metrics, budget, hwm = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])

@@ -34,22 +34,41 @@ mod allocator {
     const PURGE_DELAY: mi_option_t = 15;
     static CONFIGURED_DELAY: OnceLock<std::ffi::c_long> = OnceLock::new();
 
+    fn configured() -> std::ffi::c_long {
+        CONFIGURED_DELAY.get().copied().unwrap_or(1000)
+    }
+
+    /// A forced `mi_collect` purges every arena (not only this thread's
+    /// pages), but only while purge_delay > 0: with 0 it returns at once,
+    /// leaving what was scheduled before (or while another thread held
+    /// mimalloc's purge lock) resident. So while eager it sets a delay
+    /// for the duration of the collect. Pages a worker thread still holds
+    /// in its own heap are not returned until that thread collects.
+    fn release_now() {
+        // SAFETY: option reads and writes as in `release_eagerly`;
+        // mi_collect may run on any thread.
+        unsafe {
+            let eager = mi_option_get(PURGE_DELAY) == 0;
+            if eager {
+                mi_option_set(PURGE_DELAY, configured().max(1));
+            }
+            mi_collect(true);
+            if eager {
+                mi_option_set(PURGE_DELAY, 0);
+            }
+        }
+    }
+
     pub fn control() -> otelhouse_server::memory::AllocatorControl {
         // SAFETY: reading an option has no preconditions.
         CONFIGURED_DELAY.get_or_init(|| unsafe { mi_option_get(PURGE_DELAY) });
         otelhouse_server::memory::AllocatorControl {
-            // SAFETY: mi_collect may run on any thread. Forced, it purges
-            // every arena, not only this thread's pages — but only while
-            // purge_delay > 0 (with 0 nothing waits to be purged).
-            release_now: || unsafe { mi_collect(true) },
+            release_now,
             release_eagerly: |eager| {
-                let delay = if eager {
-                    0
-                } else {
-                    CONFIGURED_DELAY.get().copied().unwrap_or(1000)
-                };
+                let delay = if eager { 0 } else { configured() };
                 // SAFETY: an aligned word store that mimalloc re-reads at each
-                // purge decision; only the memory guard's thread writes it.
+                // purge decision; only the memory guard's thread writes it
+                // (one guard per process).
                 unsafe { mi_option_set(PURGE_DELAY, delay) }
             },
         }
@@ -226,7 +245,7 @@ struct ServeArgs {
     /// Memory all running queries share, e.g. 1GiB [default: 1/4 of RAM, at most 2 GiB]
     #[arg(long, env = "OTELHOUSE_MAX_QUERY_MEMORY", value_parser = otelhouse_server::config::parse_bytes)]
     max_query_memory: Option<u64>,
-    /// Resident memory (RSS) of the whole server, e.g. 4GiB; above it ingestion answers 503 while freed memory is returned [default: write buffer + query memory, at least 256 MiB]
+    /// Resident memory (RSS) of the whole server, e.g. 4GiB: near it freed memory is returned at once; above 90 % of it ingestion answers 503 and merges wait [default: write buffer + query memory, at least 256 MiB]
     #[arg(long, env = "OTELHOUSE_MAX_RESIDENT_MEMORY", value_parser = otelhouse_server::config::parse_bytes)]
     max_resident_memory: Option<u64>,
     /// Widest time range one query may cover, e.g. 7d [default: 31d]

@@ -233,8 +233,9 @@ pub struct StorageConfig {
     /// Memory all running queries may use together; a query that needs
     /// more fails with a clear error. Default: 1/4 of RAM, at most 2 GiB.
     pub max_query_memory_bytes: usize,
-    /// Resident memory (RSS) of the whole server; above it ingestion answers
-    /// 503. None: write buffer + query memory, at least 256 MiB.
+    /// Resident memory (RSS) of the whole server; above 90 % of it ingestion
+    /// answers 503 and merges wait. None: write buffer + query memory, at
+    /// least 256 MiB.
     pub max_resident_bytes: Option<u64>,
     /// Disk budget for parts; beyond it the oldest hour partitions are
     /// dropped before their retention (logged and counted). None: no budget.
@@ -259,7 +260,9 @@ impl StorageConfig {
     /// The resident memory budget the server enforces.
     pub fn resident_budget(&self) -> u64 {
         self.max_resident_bytes.unwrap_or_else(|| {
-            ((self.max_memory_bytes + self.max_query_memory_bytes) as u64)
+            (self
+                .max_memory_bytes
+                .saturating_add(self.max_query_memory_bytes) as u64)
                 .max(crate::memory::MIN_DEFAULT_BUDGET)
         })
     }

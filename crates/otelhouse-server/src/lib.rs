@@ -100,6 +100,9 @@ pub async fn serve(
         },
     ];
     let addrs = listen::parse_addrs(&specs)?;
+    if config.storage.max_resident_bytes == Some(0) {
+        bail!("max_resident_bytes (--max-resident-memory) must be above 0");
+    }
     // Certificate problems are configuration errors: fail before anything else.
     let tls = load_tls(&config.tls)?;
     let data_dir = config.data_dir.clone();
@@ -175,6 +178,10 @@ pub async fn serve(
         None => open_embedded(&config, committer_opts)?,
         Some(url) => open_clickhouse(&config, url, committer_opts)?,
     };
+    tracing::info!(
+        resident_mib = s.resident_budget() >> 20,
+        "resident memory budget (near it freed memory is returned at once; above 90 %: 503 and no merges)"
+    );
     let memory = memory::MemoryGuard::spawn(s.resident_budget(), Duration::from_millis(100));
     let telemetry = Arc::new(Telemetry::new(
         backend.committer.stats().clone(),
@@ -370,7 +377,6 @@ fn open_embedded(
     tracing::info!(
         write_buffer_mib = s.max_memory_bytes >> 20,
         query_memory_mib = s.max_query_memory_bytes >> 20,
-        resident_mib = s.resident_budget() >> 20,
         max_disk_bytes = s.max_disk_bytes.unwrap_or(0),
         "memory and disk budgets (max_disk_bytes 0: none)"
     );

@@ -10,6 +10,9 @@
 //! freed pages for 1 s before returning them to the OS: under a burst of
 //! flushes and queries that doubled RSS). Asking it to return them only
 //! near the budget keeps its speed the rest of the time.
+//!
+//! One guard per process: the allocator's settings are process-wide, and
+//! RSS is the whole process's. (The binary runs one server.)
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
@@ -43,10 +46,12 @@ pub const MIN_DEFAULT_BUDGET: u64 = 256 << 20;
 /// RSS falls under `RELAX_AT`.
 const RELEASE_AT: f64 = 0.75;
 const RELAX_AT: f64 = 0.5;
-/// Above this share ingestion waits and merges are postponed: the margin
-/// is for memory already on its way in (a part being written, a merge or a
-/// query running) when the guard looks.
+/// Above this share ingestion waits and merges are postponed, until RSS
+/// is under `ADMIT_AT` (so a hovering RSS does not flip it ten times a
+/// second). The margin is for memory already on its way in (a part being
+/// written, a merge or a query running) when the guard looks.
 const REFUSE_AT: f64 = 0.9;
+const ADMIT_AT: f64 = 0.85;
 
 #[derive(Debug)]
 pub struct MemoryGuard {
@@ -98,9 +103,8 @@ impl MemoryGuard {
         if let Some(allocator) = allocator {
             let share = rss as f64 / self.budget as f64;
             if share > RELEASE_AT {
-                // In this order: mimalloc's forced collect purges only while
-                // a delay is set, so what it kept is released before the
-                // delay goes to zero.
+                // What the allocator kept goes back first, then what is
+                // freed from now on (mimalloc: see the binary's `allocator`).
                 (allocator.release_now)();
                 if !self.eager.swap(true, Ordering::Relaxed) {
                     (allocator.release_eagerly)(true);
@@ -112,24 +116,30 @@ impl MemoryGuard {
             }
         }
         self.resident.store(rss, Ordering::Relaxed);
-        let over = rss as f64 > self.budget as f64 * REFUSE_AT;
+        let limit = if self.over.load(Ordering::Relaxed) {
+            ADMIT_AT
+        } else {
+            REFUSE_AT
+        };
+        let over = rss as f64 > self.budget as f64 * limit;
         if over != self.over.swap(over, Ordering::Relaxed) {
             if over {
                 tracing::warn!(
                     resident_mib = rss >> 20,
                     budget_mib = self.budget >> 20,
-                    "resident memory near its budget: ingestion answers retry-later and merges wait until it is back under 90 %"
+                    "resident memory near its budget: ingestion answers retry-later and merges wait until it is back under 85 %"
                 );
             } else {
                 tracing::info!(
                     resident_mib = rss >> 20,
-                    "resident memory back under 90 % of its budget"
+                    "resident memory back under 85 % of its budget"
                 );
             }
         }
     }
 
-    /// True while RSS is over 90 % of the budget (as of the last look).
+    /// True from when RSS passes 90 % of the budget until it is back under
+    /// 85 % (as of the last look).
     pub fn over_budget(&self) -> bool {
         self.over.load(Ordering::Relaxed)
     }
@@ -165,6 +175,17 @@ impl MemoryGuard {
     /// Requests refused because of [`Self::over_budget`].
     pub fn refusals(&self) -> u64 {
         self.refusals.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for MemoryGuard {
+    /// The allocator setting is process-wide: leave it as it was found.
+    fn drop(&mut self) {
+        if *self.eager.get_mut()
+            && let Some(allocator) = ALLOCATOR.get()
+        {
+            (allocator.release_eagerly)(false);
+        }
     }
 }
 
@@ -250,23 +271,27 @@ mod tests {
         g.check(&readings(&[1300, 901]), a);
         assert!(g.over_budget());
         assert_eq!(state(), (2, true, 1));
-        // Back under 90 % (even above ¾, released again), admitted.
+        // Under 90 % but not under 85 %: still refused (no flapping).
         g.check(&readings(&[950, 880]), a);
-        assert!(!g.over_budget());
+        assert!(g.over_budget());
         assert_eq!(state(), (3, true, 1));
+        // Under 85 % (even above ¾, released again): admitted.
+        g.check(&readings(&[950, 840]), a);
+        assert!(!g.over_budget());
+        assert_eq!(state(), (4, true, 1));
         // Under ¾ but above half: nothing released, still eager.
         g.check(&readings(&[600]), a);
         assert!(!g.over_budget());
-        assert_eq!(state(), (3, true, 1));
+        assert_eq!(state(), (4, true, 1));
         // Under half: the allocator keeps freed memory again.
         g.check(&readings(&[400]), a);
-        assert_eq!(state(), (3, false, 2));
+        assert_eq!(state(), (4, false, 2));
         g.check(&readings(&[300]), a);
-        assert_eq!(state(), (3, false, 2));
+        assert_eq!(state(), (4, false, 2));
         // No allocator control (the system allocator): RSS alone decides.
         g.check(&readings(&[901]), None);
         assert!(g.over_budget());
-        assert_eq!(g.releases(), 3);
+        assert_eq!(g.releases(), 4);
         // Unreadable RSS changes nothing.
         g.check(&|| None, a);
         assert!(g.over_budget());
