@@ -178,11 +178,12 @@ pub async fn serve(
         None => open_embedded(&config, committer_opts)?,
         Some(url) => open_clickhouse(&config, url, committer_opts)?,
     };
+    let resident_budget = s.resident_budget();
     tracing::info!(
-        resident_mib = s.resident_budget() >> 20,
+        resident_mib = resident_budget >> 20,
         "resident memory budget (near it freed memory is returned at once; above 90 %: 503 and no merges)"
     );
-    let memory = memory::MemoryGuard::spawn(s.resident_budget(), Duration::from_millis(100));
+    let memory = memory::MemoryGuard::spawn(resident_budget, Duration::from_millis(100));
     let telemetry = Arc::new(Telemetry::new(
         backend.committer.stats().clone(),
         backend.sink.clone(),

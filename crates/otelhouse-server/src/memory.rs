@@ -65,19 +65,26 @@ pub struct MemoryGuard {
 }
 
 impl MemoryGuard {
-    /// Starts watching every `interval` on a thread of its own (so a busy
-    /// async runtime cannot delay it); it stops when the guard is dropped.
-    /// Without a readable RSS (no /proc) the guard never refuses.
-    pub fn spawn(budget: u64, interval: Duration) -> Arc<MemoryGuard> {
-        let guard = Arc::new(MemoryGuard {
+    fn new(budget: u64) -> MemoryGuard {
+        MemoryGuard {
             budget,
-            resident: AtomicU64::new(resident_bytes().unwrap_or(0)),
+            resident: AtomicU64::new(0),
             over: AtomicBool::new(false),
             eager: AtomicBool::new(false),
             releases: AtomicU64::new(0),
             refusals: AtomicU64::new(0),
             merges_postponed: AtomicU64::new(0),
-        });
+        }
+    }
+
+    /// Starts watching every `interval` on a thread of its own (so a busy
+    /// async runtime cannot delay it); it stops when the guard is dropped.
+    /// Without a readable RSS (no /proc) the guard never refuses.
+    pub fn spawn(budget: u64, interval: Duration) -> Arc<MemoryGuard> {
+        let guard = Arc::new(MemoryGuard::new(budget));
+        guard
+            .resident
+            .store(resident_bytes().unwrap_or(0), Ordering::Relaxed);
         let weak: Weak<MemoryGuard> = Arc::downgrade(&guard);
         let spawned = std::thread::Builder::new()
             .name("memory-guard".into())
@@ -202,18 +209,6 @@ pub fn resident_bytes() -> Option<u64> {
 mod tests {
     use super::*;
 
-    fn guard(budget: u64) -> MemoryGuard {
-        MemoryGuard {
-            budget,
-            resident: AtomicU64::new(0),
-            over: AtomicBool::new(false),
-            eager: AtomicBool::new(false),
-            releases: AtomicU64::new(0),
-            refusals: AtomicU64::new(0),
-            merges_postponed: AtomicU64::new(0),
-        }
-    }
-
     #[test]
     fn resident_memory_counts_touched_memory() {
         assert!(resident_bytes().expect("/proc/self/statm") > 0);
@@ -254,7 +249,7 @@ mod tests {
                 EAGER_CALLS.load(Ordering::Relaxed),
             )
         };
-        let g = guard(1000);
+        let g = MemoryGuard::new(1000);
         // Under ¾ of the budget: nothing to do.
         g.check(&readings(&[700]), a);
         assert!(!g.over_budget());
