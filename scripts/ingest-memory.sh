@@ -5,21 +5,7 @@
 # seconds, peak and mean RSS, the largest write buffer seen, records
 # accepted, and the memory guard's counters.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/otelhouse-target}"
-cargo build --release --workspace --bins -q
-BIN="${BIN:-$CARGO_TARGET_DIR/release/otelhouse}"
-LOADGEN="$CARGO_TARGET_DIR/release/otelhouse-loadgen"
-DATA="$(mktemp -d)/data"
-trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$(dirname "$DATA")"' EXIT
-CREDS=$("$BIN" init --data-dir "$DATA" --json)
-KEY=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["ingestion_key"])' "$CREDS")
-read -r -a EXTRA <<< "${EXTRA_SERVE_ARGS:-}"
-"$BIN" serve --data-dir "$DATA" --otlp-grpc-addr 127.0.0.1:0 --otlp-http-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 ${EXTRA[@]+"${EXTRA[@]}"} 2>"$DATA.log" &
-PID=$!
-for _ in $(seq 100); do [ -f "$DATA/listen.json" ] && break; sleep 0.1; done
-addr() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$DATA/listen.json" "$1"; }
-GRPC=$(addr otlp_grpc); API=$(addr http)
+source "$(dirname "$0")/serve-scratch.sh"
 "$LOADGEN" send --signal logs --protocol grpc --endpoint "$GRPC" --key "$KEY" --batch 500 --concurrency 4 --duration "${SECS:-60}s" --json >/dev/null &
 LG=$!
 metric() { curl -s "http://$API/metrics" | awk -v m="$1" '$1 == m || index($1, m "{") == 1 {s += $2} END {printf "%d\n", s}'; }

@@ -5,23 +5,8 @@
 # peak, the kernel's high-water mark of RSS (VmHWM: the true peak, between
 # samples too) and the records stored. Usage: scripts/soak.sh [minutes, default 10]
 set -euo pipefail
-cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/otelhouse-target}"
 MINUTES="${1:-10}"
-cargo build --release --workspace --bins -q
-BIN="$CARGO_TARGET_DIR/release/otelhouse"
-LOADGEN="$CARGO_TARGET_DIR/release/otelhouse-loadgen"
-DATA="$(mktemp -d)/data"
-CREDS=$("$BIN" init --data-dir "$DATA" --json)
-KEY=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["ingestion_key"])' "$CREDS")
-TOKEN=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["api_token"])' "$CREDS")
-read -r -a EXTRA <<< "${EXTRA_SERVE_ARGS:-}"
-"$BIN" serve --data-dir "$DATA" --otlp-grpc-addr 127.0.0.1:0 --otlp-http-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 ${EXTRA[@]+"${EXTRA[@]}"} 2>"$DATA.log" &
-PID=$!
-trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$(dirname "$DATA")"' EXIT
-for _ in $(seq 100); do [ -f "$DATA/listen.json" ] && break; sleep 0.1; done
-addr() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$DATA/listen.json" "$1"; }
-GRPC=$(addr otlp_grpc); API=$(addr http)
+source "$(dirname "$0")/serve-scratch.sh"
 SECS=$((MINUTES * 60))
 
 "$LOADGEN" send --signal logs --protocol grpc --endpoint "$GRPC" --key "$KEY" --batch 500 --concurrency 4 --duration "${SECS}s" --json >"$DATA.logs.json" &
