@@ -508,15 +508,7 @@ async fn overload_answers_503_with_retry_after_and_memory_stays_bounded() {
     let body = logs_request("load", &bodies(&"z".repeat(200), 500)).encode_to_vec();
     let mut refused = None;
     for _ in 0..200 {
-        let (status, _, headers) = post_otlp(
-            &s,
-            "/v1/logs",
-            Some(&creds.ingestion_key),
-            "application/x-protobuf",
-            body.clone(),
-            false,
-        )
-        .await;
+        let (status, _, headers) = post_logs(&s, &creds.ingestion_key, &body).await;
         if status == 503 {
             refused = Some(headers);
             break;
@@ -533,6 +525,23 @@ async fn overload_answers_503_with_retry_after_and_memory_stays_bounded() {
         tail < 4_000_000.0,
         "memory tail {tail} stays near its 2 MB budget"
     );
+}
+
+/// An OTLP/HTTP protobuf logs request with the ingestion key.
+async fn post_logs(
+    s: &Server,
+    key: &str,
+    body: &[u8],
+) -> (u16, Vec<u8>, reqwest::header::HeaderMap) {
+    post_otlp(
+        s,
+        "/v1/logs",
+        Some(key),
+        "application/x-protobuf",
+        body.to_vec(),
+        false,
+    )
+    .await
 }
 
 /// An OTLP/gRPC logs export is refused with `UNAVAILABLE` (retry later).
@@ -568,15 +577,7 @@ async fn over_its_resident_memory_budget_ingestion_answers_503() {
     let mut answer = None;
     // The guard looks every 100 ms; its first look is at start.
     for _ in 0..50 {
-        let (status, body, headers) = post_otlp(
-            &s,
-            "/v1/logs",
-            Some(&creds.ingestion_key),
-            "application/x-protobuf",
-            body.clone(),
-            false,
-        )
-        .await;
+        let (status, body, headers) = post_logs(&s, &creds.ingestion_key, &body).await;
         if status == 503 {
             answer = Some((body, headers));
             break;
