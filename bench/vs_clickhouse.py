@@ -14,6 +14,8 @@ same dataset and the same queries (issue 3).
 
 Prints one JSON object. Usage:
   bench/vs_clickhouse.py --otelhouse BIN --loadgen BIN [--logs N --spans N --hours H]
+      [--keep DIR]                     # keep both stores in DIR
+  bench/vs_clickhouse.py --otelhouse BIN --loadgen BIN --queries-again DIR [--only Q1 Q4]
 """
 
 import argparse
@@ -242,6 +244,39 @@ def clickhouse_side(args, data, work):
     return s, out
 
 
+def run_queries(args, data, s, d):
+    """Each query (those named in --only, if given) --runs times on both
+    sides; p50s, their ratio and both row counts."""
+    results = []
+    for name, df_sql, ch_sql in queries(d):
+        if args.only and not any(name.startswith(q) for q in args.only):
+            continue
+        out = run([args.otelhouse, "sql", "--data-dir", data, "--repeat", str(args.runs), df_sql])
+        timing = json.loads(out.stderr.strip().splitlines()[-1])
+        our_rows = len(out.stdout.splitlines())
+        ch_times = []
+        for _ in range(args.runs):
+            t = time.time()
+            res = s.query(ch_sql, "JSONEachRow")
+            ch_times.append((time.time() - t) * 1e3)
+        ch_rows = len(res.data().splitlines())
+        ch_p50 = statistics.median(ch_times)
+        results.append({"query": name, "otelhouse_p50_ms": round(timing["p50_ms"], 1),
+                        "clickhouse_p50_ms": round(ch_p50, 1),
+                        "ratio": round(timing["p50_ms"] / ch_p50, 2),
+                        "rows": [our_rows, ch_rows]})
+    return results
+
+
+def queries_again(args):
+    """--queries-again DIR: the queries only, over the stores a --keep run left."""
+    with open(os.path.join(args.queries_again, "run.json")) as f:
+        d = json.load(f)
+    s = session.Session(os.path.join(args.queries_again, "chdb"))
+    data = os.path.join(args.queries_again, "otelhouse-data")
+    print(json.dumps({"queries": run_queries(args, data, s, d)}, indent=1))
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--otelhouse", required=True)
@@ -249,9 +284,18 @@ def main():
     add_dataset_args(p)
     p.add_argument("--runs", type=int, default=7)
     p.add_argument("--settle-limit", type=int, default=600)
+    p.add_argument("--keep", metavar="DIR",
+                   help="work in DIR (must not exist) and keep it: both stores, for re-running queries")
+    p.add_argument("--queries-again", metavar="DIR",
+                   help="only run the queries, over the stores a --keep DIR run left")
+    p.add_argument("--only", nargs="*", help="only the queries whose names start so (e.g. Q1 Q4)")
     args = p.parse_args()
+    if args.queries_again:
+        return queries_again(args)
 
-    work = tempfile.mkdtemp(prefix="otelhouse-vs-ch-")
+    if args.keep:
+        os.makedirs(args.keep)
+    work = args.keep or tempfile.mkdtemp(prefix="otelhouse-vs-ch-")
     try:
         dataset = args.dataset or os.path.join(work, "dataset")
         summary = ensure_dataset(args, dataset)
@@ -259,22 +303,9 @@ def main():
         s, theirs = clickhouse_side(args, data, work)
         d = {"end": summary["spec"]["end"], "rare_token": "qzxrare7",
              "trace_id": summary["sample_trace_id"]}
-        results = []
-        for name, df_sql, ch_sql in queries(d):
-            out = run([args.otelhouse, "sql", "--data-dir", data, "--repeat", str(args.runs), df_sql])
-            timing = json.loads(out.stderr.strip().splitlines()[-1])
-            our_rows = len(out.stdout.splitlines())
-            ch_times = []
-            for _ in range(args.runs):
-                t = time.time()
-                res = s.query(ch_sql, "JSONEachRow")
-                ch_times.append((time.time() - t) * 1e3)
-            ch_rows = len(res.data().splitlines())
-            ch_p50 = statistics.median(ch_times)
-            results.append({"query": name, "otelhouse_p50_ms": round(timing["p50_ms"], 1),
-                            "clickhouse_p50_ms": round(ch_p50, 1),
-                            "ratio": round(timing["p50_ms"] / ch_p50, 2),
-                            "rows": [our_rows, ch_rows]})
+        with open(os.path.join(work, "run.json"), "w") as f:
+            json.dump(d, f)
+        results = run_queries(args, data, s, d)
         records = {t: v["rows"] for t, v in ours["tables"].items()}
         bytes_per_record = {
             t: {"otelhouse": round(ours["tables"][t]["bytes"] / records[t], 1),
@@ -283,7 +314,8 @@ def main():
         print(json.dumps({"dataset": summary["spec"], "otelhouse": ours, "clickhouse": theirs,
                           "bytes_per_record": bytes_per_record, "queries": results}, indent=1))
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
