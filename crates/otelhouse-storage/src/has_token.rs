@@ -9,6 +9,7 @@
 //! (for ASCII text and an ASCII token the two agree), every other row the
 //! regex itself.
 
+use std::cell::RefCell;
 use std::sync::{Arc, OnceLock};
 
 use aho_corasick::AhoCorasick;
@@ -21,6 +22,18 @@ use datafusion::logical_expr::{
 use datafusion::prelude::lit;
 
 pub const NAME: &str = "has_token";
+
+/// The longest token accepted: a search term cannot be longer than its
+/// query, and building the matcher for a megabyte-long token takes minutes.
+pub const MAX_TOKEN_BYTES: usize = otelhouse_search::MAX_QUERY_BYTES;
+
+/// Matchers kept per thread, most recently used last: a query has a few
+/// terms, and each is matched against many batches.
+const CACHED_MATCHERS: usize = 8;
+
+thread_local! {
+    static MATCHERS: RefCell<Vec<Arc<Matcher>>> = const { RefCell::new(Vec::new()) };
+}
 
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct HasToken {
@@ -40,6 +53,7 @@ pub fn has_token(text: Expr, token: &str) -> Expr {
 }
 
 /// Decides one token against many texts.
+#[derive(Debug)]
 pub struct Matcher {
     token: String,
     ascii: Option<AhoCorasick>,
@@ -51,6 +65,12 @@ pub struct Matcher {
 
 impl Matcher {
     pub fn new(token: &str) -> std::result::Result<Matcher, String> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(format!(
+                "{NAME}: the token is {} bytes long; at most {MAX_TOKEN_BYTES} are accepted",
+                token.len()
+            ));
+        }
         if token.is_empty() || !token.chars().all(char::is_alphanumeric) {
             return Err(format!(
                 "{NAME} takes one token of letters and digits, not {token:?}"
@@ -69,6 +89,26 @@ impl Matcher {
             token: token.to_owned(),
             ascii,
             regex: OnceLock::new(),
+        })
+    }
+
+    /// The matcher for `token`, built once per thread and reused across
+    /// batches: building the automaton per batch cost more than matching a
+    /// batch of short texts.
+    pub fn cached(token: &str) -> std::result::Result<Arc<Matcher>, String> {
+        MATCHERS.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            if let Some(i) = cache.iter().position(|m| m.token == token) {
+                let m = cache.remove(i);
+                cache.push(m.clone());
+                return Ok(m);
+            }
+            let m = Arc::new(Matcher::new(token)?);
+            if cache.len() == CACHED_MATCHERS {
+                cache.remove(0);
+            }
+            cache.push(m.clone());
+            Ok(m)
         })
     }
 
@@ -123,7 +163,7 @@ impl ScalarUDFImpl for HasToken {
             }
             _ => return exec_err!("{NAME}'s second argument must be a constant"),
         };
-        let matcher = match Matcher::new(&token) {
+        let matcher = match Matcher::cached(&token) {
             Ok(m) => m,
             Err(e) => return exec_err!("{e}"),
         };
@@ -187,5 +227,37 @@ mod tests {
         );
         assert!(Matcher::new("a-b").is_err());
         assert!(Matcher::new("").is_err());
+    }
+
+    #[test]
+    fn a_token_past_the_limit_is_refused_with_its_length() {
+        let long = "a".repeat(MAX_TOKEN_BYTES + 1);
+        let err = Matcher::new(&long).unwrap_err();
+        assert!(
+            err.contains(&format!("{} bytes", MAX_TOKEN_BYTES + 1)),
+            "{err}"
+        );
+        // The longest accepted token still matches, on both paths.
+        let longest = "é".repeat(MAX_TOKEN_BYTES / 2);
+        let m = Matcher::new(&longest).unwrap();
+        assert_eq!(m.is_match(&format!("x {longest} y")), Ok(true));
+        assert_eq!(m.is_match(&format!("x {longest}é y")), Ok(false));
+        let longest = "a".repeat(MAX_TOKEN_BYTES);
+        let m = Matcher::new(&longest).unwrap();
+        assert_eq!(m.is_match(&format!("x {longest} y")), Ok(true));
+        assert_eq!(m.is_match(&format!("{longest}a")), Ok(false));
+    }
+
+    #[test]
+    fn the_cache_gives_back_the_same_matcher_and_forgets_the_oldest() {
+        let first = Matcher::cached("first").unwrap();
+        assert!(Arc::ptr_eq(&first, &Matcher::cached("first").unwrap()));
+        for i in 0..CACHED_MATCHERS {
+            Matcher::cached(&format!("t{i}")).unwrap();
+        }
+        let again = Matcher::cached("first").unwrap();
+        assert!(!Arc::ptr_eq(&first, &again));
+        assert_eq!(again.is_match("the first one"), Ok(true));
+        assert!(Matcher::cached("a b").is_err());
     }
 }
