@@ -2,7 +2,8 @@
 //! rows — splitting by hour and sorting, then writing the part — against
 //! writing the same rows unsorted (the baseline, same run); then the time and
 //! bytes of each column of the sorted part (each written alone with the same
-//! writer properties), and what the part's token index costs to build.
+//! writer properties), and what the part's token index costs to build;
+//! for logs, the part written with the writer's default page size too.
 //!
 //! cargo bench -p otelhouse-storage --bench part_write [-- ROWS]
 
@@ -65,6 +66,38 @@ fn main() {
             out.len()
         });
         let per_row = |d: Duration| d.as_secs_f64() * 1e6 / rows as f64;
+        // What the logs' small pages cost: the same rows with the writer's
+        // default page size (1 MiB), alternated with the store's settings.
+        if table == Table::Logs {
+            let write_with = |props: parquet::file::properties::WriterProperties| {
+                let t = Instant::now();
+                let mut w = ArrowWriter::try_new(Vec::new(), table.schema(), Some(props)).unwrap();
+                for b in &sorted {
+                    w.write(b).unwrap();
+                }
+                let bytes = w.into_inner().unwrap().len();
+                (t.elapsed(), bytes)
+            };
+            let (mut store, mut default) = ((Duration::MAX, 0), (Duration::MAX, 0));
+            for _ in 0..5 {
+                let s = write_with(part::writer_properties(table));
+                let d = write_with(
+                    part::writer_properties_builder(table)
+                        .set_data_page_row_count_limit(usize::MAX)
+                        .build(),
+                );
+                store = (store.0.min(s.0), s.1);
+                default = (default.0.min(d.0), d.1);
+            }
+            println!(
+                "{{\"table\":\"{}\",\"store_pages_write_us_per_row\":{:.3},\"store_pages_bytes_per_row\":{:.1},\"default_pages_write_us_per_row\":{:.3},\"default_pages_bytes_per_row\":{:.1}}}",
+                table.name(),
+                per_row(store.0),
+                store.1 as f64 / rows as f64,
+                per_row(default.0),
+                default.1 as f64 / rows as f64
+            );
+        }
         // The token index a flush builds beside the part (text tables).
         let (mut index, mut index_bytes) = (Duration::ZERO, 0);
         let (mut tokenize, mut inverted_bytes) = (Duration::ZERO, 0);
@@ -139,7 +172,7 @@ fn main() {
                 let mut w = ArrowWriter::try_new(
                     Vec::new(),
                     projected[0].schema(),
-                    Some(part::writer_properties()),
+                    Some(part::writer_properties(table)),
                 )
                 .unwrap();
                 for b in &projected {

@@ -13,8 +13,8 @@ use arrow::datatypes::TimestampNanosecondType;
 use arrow::record_batch::RecordBatch;
 use otelhouse_schema::Table;
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterPropertiesBuilder};
 use parquet::schema::types::ColumnPath;
 
 use crate::manifest::partition_of;
@@ -40,7 +40,29 @@ const NO_DICTIONARY: &[&str] = &["Body", "TraceId", "SpanId", "ParentSpanId"];
 
 const ROW_GROUP_ROWS: usize = 128 * 1024;
 
-pub fn writer_properties() -> WriterProperties {
+/// Rows per data page of a logs part, at most. A logs part holds a service's rows of one
+/// 5-minute bucket in a run of ~1,700 rows (20 services); pages of that
+/// size let the page index on ServiceName skip the other services' pages,
+/// and a filter on it skip those pages of every other column (the
+/// attribute maps above all). With the writer's default (pages cut at 1 MiB,
+/// 20,000 rows for the small columns) a service filter decoded the maps of
+/// nearly every row. Spans keep the default: clustered by service and span
+/// name, their runs are long, and the extra pages cost their writes more
+/// (BENCHMARKS.md, "Smaller pages").
+const LOG_PAGE_ROWS: usize = 2048;
+
+/// Encoded as deltas, without a dictionary: timestamps are near-unique
+/// (a dictionary overflows and falls back to plain) and, within a
+/// service's run, ascending (small deltas, cheap to decode).
+const DELTA_ENCODED: &[&str] = &["Timestamp"];
+
+pub fn writer_properties(table: Table) -> WriterProperties {
+    writer_properties_builder(table).build()
+}
+
+/// The settings of `writer_properties`, open to changes (benchmarks try
+/// other settings on the same rows).
+pub fn writer_properties_builder(table: Table) -> WriterPropertiesBuilder {
     let mut props = WriterProperties::builder()
         // zstd(1), as ClickStack's tables. LZ4 was measured too: no CPU
         // gain visible on the ingest benchmark, 1.65x the bytes.
@@ -48,8 +70,16 @@ pub fn writer_properties() -> WriterProperties {
             ZstdLevel::try_new(1).expect("1 is a valid zstd level"),
         ))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
+    if table == Table::Logs {
+        props = props.set_data_page_row_count_limit(LOG_PAGE_ROWS);
+    }
     for column in NO_DICTIONARY {
         props = props.set_column_dictionary_enabled(ColumnPath::from(*column), false);
+    }
+    for column in DELTA_ENCODED {
+        props = props
+            .set_column_dictionary_enabled(ColumnPath::from(*column), false)
+            .set_column_encoding(ColumnPath::from(*column), Encoding::DELTA_BINARY_PACKED);
     }
     // Min/max statistics cost a comparison per value; keep them only where a
     // filter can use them to skip row groups and pages (not on map keys and
@@ -66,7 +96,7 @@ pub fn writer_properties() -> WriterProperties {
         .set_column_bloom_filter_enabled(ColumnPath::from("TraceId"), true)
         .set_column_bloom_filter_fpp(ColumnPath::from("TraceId"), 0.01)
         .set_column_bloom_filter_max_ndv(ColumnPath::from("TraceId"), ROW_GROUP_ROWS as u64);
-    props.build()
+    props
 }
 
 /// The rows `(batch, start, len)` of the sources (per column, per batch),
@@ -108,7 +138,7 @@ pub struct Writer<W: Write + Send> {
 impl<W: Write + Send> Writer<W> {
     pub fn new(out: W, table: Table) -> anyhow::Result<Self> {
         Ok(Writer {
-            inner: ArrowWriter::try_new(out, table.schema(), Some(writer_properties()))?,
+            inner: ArrowWriter::try_new(out, table.schema(), Some(writer_properties(table)))?,
         })
     }
 
@@ -384,6 +414,71 @@ mod tests {
             before.sort();
             after.sort();
             assert_eq!(before, after, "{}: same rows", table.name());
+        }
+    }
+
+    #[test]
+    fn logs_pages_are_small_and_timestamps_delta_coded() {
+        use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
+        use parquet::basic::Encoding;
+        let mut g = Generator::new(5);
+        let range = recent_range(0);
+        for table in [Table::Logs, Table::Traces] {
+            let batches: Vec<RecordBatch> = (0..10)
+                .flat_map(|_| match table {
+                    Table::Logs => convert::logs(&g.logs_request(1000, range)),
+                    _ => convert::traces(&g.spans_request(1000, range)),
+                })
+                .map(|(_, b)| b)
+                .collect();
+            // One batch, as a flush or a merge writes (the writer cuts pages
+            // between its mini-batches of 1,024 values).
+            let batch = arrow::compute::concat_batches(&table.schema(), &batches).unwrap();
+            let mut out = Vec::new();
+            write(&mut out, table, &[batch]).unwrap();
+            let options = ArrowReaderOptions::new().with_page_index(true);
+            let meta = ArrowReaderMetadata::load(&bytes::Bytes::from(out), options).unwrap();
+            let meta = meta.metadata();
+            let rg = meta.row_group(0);
+            assert_eq!(rg.num_rows(), 10_000);
+            // A column by its path, or the first leaf under it (a map's keys).
+            let column = |name: &str| {
+                (0..rg.num_columns())
+                    .find(|&i| {
+                        let path = rg.column(i).column_path().string();
+                        path == name || path.starts_with(&format!("{name}."))
+                    })
+                    .unwrap()
+            };
+            let ts = rg.column(column("Timestamp"));
+            assert!(ts.dictionary_page_offset().is_none(), "{}", table.name());
+            let encodings: Vec<Encoding> = ts.encodings().collect();
+            assert!(
+                encodings.contains(&Encoding::DELTA_BINARY_PACKED),
+                "{encodings:?}"
+            );
+            // Rows per page of the service and the attribute map's keys.
+            let offsets = &meta.offset_index().unwrap()[0];
+            let attributes = match table {
+                Table::Logs => "LogAttributes",
+                _ => "SpanAttributes",
+            };
+            for name in ["ServiceName", attributes] {
+                let pages = &offsets[column(name)].page_locations;
+                let mut firsts: Vec<i64> = pages.iter().map(|p| p.first_row_index).collect();
+                firsts.push(10_000);
+                let largest = firsts.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+                if table == Table::Logs {
+                    // The limit is checked between mini-batches of 1,024 values.
+                    assert!(
+                        largest <= LOG_PAGE_ROWS as i64 + 1024,
+                        "{name}: {largest} rows"
+                    );
+                    assert!(pages.len() >= 10_000 / LOG_PAGE_ROWS, "{name}");
+                } else {
+                    assert_eq!(pages.len(), 1, "spans keep the default pages: {name}");
+                }
+            }
         }
     }
 }
