@@ -421,6 +421,7 @@ mod tests {
     fn logs_pages_are_small_and_timestamps_delta_coded() {
         use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
         use parquet::basic::Encoding;
+        use parquet::file::metadata::PageIndexPolicy;
         let mut g = Generator::new(5);
         let range = recent_range(0);
         for table in [Table::Logs, Table::Traces] {
@@ -436,7 +437,8 @@ mod tests {
             let batch = arrow::compute::concat_batches(&table.schema(), &batches).unwrap();
             let mut out = Vec::new();
             write(&mut out, table, &[batch]).unwrap();
-            let options = ArrowReaderOptions::new().with_page_index(true);
+            let options =
+                ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Required);
             let meta = ArrowReaderMetadata::load(&bytes::Bytes::from(out), options).unwrap();
             let meta = meta.metadata();
             let rg = meta.row_group(0);
