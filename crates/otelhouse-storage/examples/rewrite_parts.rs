@@ -1,6 +1,6 @@
-//! Rewrites every Parquet part of a data directory in place with the
-//! store's writer settings, optionally changed, keeping the rows and their
-//! order (so the token index sidecars stay valid). For A/B runs of the
+//! Rewrites every Parquet part of a data directory, and its token index, in
+//! place with this build's settings (the writer's optionally changed),
+//! keeping the rows and their order. For A/B runs of the
 //! query suite on the very same rows:
 //!
 //! ```sh
@@ -13,8 +13,10 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use arrow::array::AsArray;
 use arrow::record_batch::RecordBatchReader;
 use otelhouse_schema::Table;
+use otelhouse_storage::text_index;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::properties::WriterProperties;
@@ -86,26 +88,51 @@ fn main() -> anyhow::Result<()> {
         let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path)?)?.build()?;
         let tmp = path.with_extension("rewrite");
         let mut writer = ArrowWriter::try_new(File::create(&tmp)?, reader.schema(), Some(props))?;
+        // The token index too, as this build writes it.
+        let tokens_tmp = path.with_extension("tokens-rewrite");
+        let text = text_index::text_column(table);
+        let mut index = text
+            .map(|_| text_index::Builder::create(&tokens_tmp))
+            .transpose()?;
         for batch in reader {
-            writer.write(&batch?)?;
+            let batch = batch?;
+            if let (Some(index), Some(column)) = (&mut index, text) {
+                index.add(batch.column_by_name(column).unwrap().as_string::<i32>())?;
+            }
+            writer.write(&batch)?;
         }
-        writer.close()?;
+        let meta = writer.close()?;
         std::fs::rename(&tmp, path)?;
         let new = std::fs::metadata(path)?.len();
         after += new;
+        let mut index_bytes = None;
+        if let Some(index) = index {
+            let groups: Vec<u64> = meta
+                .row_groups()
+                .iter()
+                .map(|g| g.num_rows() as u64)
+                .collect();
+            let (_, size) = index.finish(&groups)?;
+            std::fs::rename(&tokens_tmp, path.with_extension("tokens"))?;
+            index_bytes = Some(size);
+        }
         let id: u64 = path.file_stem().unwrap().to_string_lossy().parse()?;
-        sizes.insert(id, (old, new));
+        sizes.insert(id, (old, new, index_bytes));
     }
     // The manifest's `bytes` is the part's Parquet file plus its index.
     let manifest = data.join("parts/MANIFEST.json");
     let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest)?)?;
     for part in m["parts"].as_array_mut().unwrap() {
         let id = part["id"].as_u64().unwrap();
-        let &(old, new) = sizes
+        let &(old, new, index_bytes) = sizes
             .get(&id)
             .ok_or_else(|| anyhow::anyhow!("part {id} not found"))?;
-        let bytes = part["bytes"].as_u64().unwrap();
-        part["bytes"] = (bytes + new - old).into();
+        let mut bytes = part["bytes"].as_u64().unwrap() + new - old;
+        if let Some(index_bytes) = index_bytes {
+            bytes = bytes - part["index_bytes"].as_u64().unwrap() + index_bytes;
+            part["index_bytes"] = index_bytes.into();
+        }
+        part["bytes"] = bytes.into();
     }
     std::fs::write(&manifest, serde_json::to_vec(&m)?)?;
     println!(

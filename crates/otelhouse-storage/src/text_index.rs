@@ -1,6 +1,8 @@
 //! The full-text index of a part: for each token of the table's text column
-//! (logs: Body; spans: SpanName), which blocks of 8,192 rows may hold it.
-//! A search for a rare token reads only those blocks' pages.
+//! (logs: Body; spans: SpanName), which blocks of 2,048 rows may hold it.
+//! A search for a rare token reads only those blocks' pages (a logs part's
+//! pages hold 2,048 rows too: a block that holds the token costs one page
+//! of bodies, where 8,192-row blocks cost four).
 //!
 //! Tokens are the search language's (`otelhouse_search::token_pattern`):
 //! maximal runs of letters, marks and digits, compared ignoring case. The
@@ -36,9 +38,11 @@ use std::sync::LazyLock;
 
 use arrow::array::{Array, StringArray};
 
-pub const BLOCK_ROWS: u64 = 8192;
+/// Rows per block of the indexes this build writes. Readers take the block
+/// size from each index's footer: indexes written with 8,192-row blocks
+/// (before 2026-12-03) keep working.
+pub const BLOCK_ROWS: u64 = 2048;
 const SEGMENT_BLOCKS: u64 = 64;
-const SEGMENT_ROWS: u64 = BLOCK_ROWS * SEGMENT_BLOCKS;
 /// Probes per token: with a block's filter at most [`MAX_FILL`] full, a
 /// token absent from a block is taken for present with probability
 /// about 0.35⁴ ≈ 1.5 %. The probes are spread over the whole filter: with
@@ -190,6 +194,7 @@ fn word_width(blocks: u32) -> usize {
 /// Builds the index of one part while its rows are written, one segment
 /// in memory at a time.
 pub struct Builder {
+    block_rows: u64,
     out: BufWriter<File>,
     /// The current segment at full size: `1 << MAX_WORDS_LOG2` words.
     words: Vec<u64>,
@@ -203,7 +208,13 @@ pub struct Builder {
 
 impl Builder {
     pub fn create(path: &Path) -> anyhow::Result<Builder> {
+        Builder::with_block_rows(path, BLOCK_ROWS)
+    }
+
+    /// An index of blocks of `block_rows` (tests write the older size).
+    fn with_block_rows(path: &Path, block_rows: u64) -> anyhow::Result<Builder> {
         Ok(Builder {
+            block_rows,
             out: BufWriter::with_capacity(1 << 16, File::create(path)?),
             words: vec![0; 1 << MAX_WORDS_LOG2],
             keys: Vec::with_capacity(4096 + 256),
@@ -217,7 +228,7 @@ impl Builder {
     /// Indexes the next rows of the part's text column.
     pub fn add(&mut self, column: &StringArray) -> anyhow::Result<()> {
         for i in 0..column.len() {
-            let block = (self.rows % SEGMENT_ROWS) / BLOCK_ROWS;
+            let block = (self.rows % self.segment_rows()) / self.block_rows;
             if column.is_valid(i) {
                 let keys = &mut self.keys;
                 for_each_token(column.value(i), |key| keys.push(key));
@@ -226,14 +237,18 @@ impl Builder {
             // Set the bits of many keys in one tight loop: the cache misses
             // of independent keys then overlap (part_write bench: the index
             // went from 2.15 to 1.77 µs per log row).
-            if self.keys.len() >= 4096 || self.rows.is_multiple_of(BLOCK_ROWS) {
+            if self.keys.len() >= 4096 || self.rows.is_multiple_of(self.block_rows) {
                 self.set_bits(block);
             }
-            if self.rows.is_multiple_of(SEGMENT_ROWS) {
+            if self.rows.is_multiple_of(self.segment_rows()) {
                 self.end_segment()?;
             }
         }
         Ok(())
+    }
+
+    fn segment_rows(&self) -> u64 {
+        self.block_rows * SEGMENT_BLOCKS
     }
 
     fn set_bits(&mut self, block: u64) {
@@ -247,11 +262,11 @@ impl Builder {
 
     /// Folds the segment to the size its densest block needs and writes it.
     fn end_segment(&mut self) -> anyhow::Result<()> {
-        let in_segment = match self.rows % SEGMENT_ROWS {
-            0 => SEGMENT_ROWS,
+        let in_segment = match self.rows % self.segment_rows() {
+            0 => self.segment_rows(),
             n => n,
         };
-        let blocks = in_segment.div_ceil(BLOCK_ROWS) as u32;
+        let blocks = in_segment.div_ceil(self.block_rows) as u32;
         // Fill of the densest block, from a 1/16 sample of the positions
         // (they are hashed, so any slice is a fair sample).
         let sample = &self.words[..self.words.len() / 16];
@@ -301,9 +316,9 @@ impl Builder {
             self.rows
         );
         if !self.keys.is_empty() {
-            self.set_bits(((self.rows - 1) % SEGMENT_ROWS) / BLOCK_ROWS);
+            self.set_bits(((self.rows - 1) % self.segment_rows()) / self.block_rows);
         }
-        if !self.rows.is_multiple_of(SEGMENT_ROWS) {
+        if !self.rows.is_multiple_of(self.segment_rows()) {
             self.end_segment()?;
         }
         let mut tail = Vec::with_capacity(self.directory.len() * 16 + FOOTER);
@@ -318,7 +333,7 @@ impl Builder {
         let crc = crc32c::crc32c_append(self.crc, &tail);
         tail.extend_from_slice(&(self.directory.len() as u32).to_le_bytes());
         tail.extend_from_slice(&(row_groups.len() as u32).to_le_bytes());
-        tail.extend_from_slice(&(BLOCK_ROWS as u32).to_le_bytes());
+        tail.extend_from_slice(&(self.block_rows as u32).to_le_bytes());
         tail.extend_from_slice(&self.rows.to_le_bytes());
         tail.extend_from_slice(&crc.to_le_bytes());
         tail.extend_from_slice(MAGIC);
@@ -358,6 +373,7 @@ impl Need {
 pub struct Index {
     file: File,
     rows: u64,
+    block_rows: u64,
     segments: Vec<(u64, u32, u32)>,
     row_groups: Vec<u64>,
 }
@@ -393,9 +409,10 @@ impl Index {
         }
         anyhow::ensure!(actual == crc, "token index checksum mismatch");
         anyhow::ensure!(
-            block_rows == BLOCK_ROWS,
-            "token index of another block size"
+            (1..=1 << 20).contains(&block_rows),
+            "token index blocks of {block_rows} rows"
         );
+        let segment_rows = block_rows * SEGMENT_BLOCKS;
         anyhow::ensure!(
             rows == expected_rows,
             "token index covers {rows} rows, the part {expected_rows}"
@@ -426,13 +443,14 @@ impl Index {
             out.push((offset, log2, blocks));
         }
         anyhow::ensure!(
-            (out.len() as u64) == rows.div_ceil(SEGMENT_ROWS),
+            (out.len() as u64) == rows.div_ceil(segment_rows),
             "token index has {} segments for {rows} rows",
             out.len()
         );
         Ok(Index {
             file,
             rows,
+            block_rows,
             segments: out,
             row_groups,
         })
@@ -453,8 +471,8 @@ impl Index {
             while m != 0 {
                 let b = u64::from(m.trailing_zeros());
                 m &= m - 1;
-                let start = s as u64 * SEGMENT_ROWS + b * BLOCK_ROWS;
-                let end = (start + BLOCK_ROWS).min(self.rows);
+                let start = (s as u64 * SEGMENT_BLOCKS + b) * self.block_rows;
+                let end = (start + self.block_rows).min(self.rows);
                 match ranges.last_mut() {
                     Some(last) if last.1 == start => last.1 = end,
                     _ => ranges.push((start, end)),
@@ -557,6 +575,29 @@ mod tests {
         let (file, size) = b.finish(&[bodies.len() as u64]).unwrap();
         assert_eq!(file.metadata().unwrap().len(), size);
         Index::open(&path, bodies.len() as u64).unwrap()
+    }
+
+    #[test]
+    fn an_index_of_the_older_block_size_still_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.tokens");
+        let n = 100_000u64;
+        let mut b = Builder::with_block_rows(&path, 8192).unwrap();
+        let bodies: Vec<String> = (0..n)
+            .map(|i| match i {
+                20_000 => "rare needle".to_owned(),
+                _ => format!("row v{i}"),
+            })
+            .collect();
+        b.add(&StringArray::from(bodies)).unwrap();
+        b.finish(&[n]).unwrap();
+        let index = Index::open(&path, n).unwrap();
+        let found = index
+            .candidate_rows(&Need::Token(query_key("needle").unwrap()))
+            .unwrap();
+        // Row 20,000 is in the third 8,192-row block.
+        assert!(found.contains(&(2 * 8192, 3 * 8192)), "{found:?}");
+        assert!(found.len() <= 3, "{found:?}");
     }
 
     #[test]
