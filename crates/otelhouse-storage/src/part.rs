@@ -40,15 +40,15 @@ const NO_DICTIONARY: &[&str] = &["Body", "TraceId", "SpanId", "ParentSpanId"];
 
 const ROW_GROUP_ROWS: usize = 128 * 1024;
 
-/// Rows per data page of a logs part, at most. A logs part holds a service's rows of one
-/// 5-minute bucket in a run of ~1,700 rows (20 services); pages of that
-/// size let the page index on ServiceName skip the other services' pages,
-/// and a filter on it skip those pages of every other column (the
-/// attribute maps above all). With the writer's default (pages cut at 1 MiB,
-/// 20,000 rows for the small columns) a service filter decoded the maps of
-/// nearly every row. Spans keep the default: clustered by service and span
-/// name, their runs are long, and the extra pages cost their writes more
-/// (BENCHMARKS.md, "Smaller pages").
+/// Rows per data page of a logs part, at most. A logs part holds a
+/// service's rows of one 5-minute bucket in a run of ~1,700 rows (20
+/// services); pages of that size let the page index on ServiceName skip the
+/// other services' pages, and a filter on it skip those pages of every
+/// other column (the attribute maps above all). With the writer's default
+/// (pages cut at 1 MiB, 20,000 rows for the small columns) a service filter
+/// decoded the maps of nearly every row. Spans keep the default: clustered
+/// by service and span name, their runs are long, and no span query gained
+/// (BENCHMARKS.md, "Smaller logs pages").
 const LOG_PAGE_ROWS: usize = 2048;
 
 /// Encoded as deltas, without a dictionary: timestamps are near-unique
