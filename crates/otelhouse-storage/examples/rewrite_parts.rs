@@ -11,28 +11,17 @@
 //! manifest is rewritten with the parts' new sizes, which reads use).
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use arrow::array::AsArray;
 use arrow::record_batch::RecordBatchReader;
 use otelhouse_schema::Table;
+use otelhouse_storage::manifest::Manifest;
 use otelhouse_storage::text_index;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
-
-fn parts(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_dir() {
-            parts(&path, out)?;
-        } else if path.extension().is_some_and(|e| e == "parquet") {
-            out.push(path);
-        }
-    }
-    Ok(())
-}
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -68,25 +57,18 @@ fn main() -> anyhow::Result<()> {
         }
         Ok(props.build())
     };
-    let mut files = Vec::new();
-    parts(&data.join("parts"), &mut files)?;
-    files.sort();
+    let parts_dir = data.join("parts");
+    let mut manifest = Manifest::load(&parts_dir)?;
     let (mut before, mut after) = (0u64, 0u64);
-    let mut sizes = std::collections::HashMap::new();
-    for path in &files {
-        let old = std::fs::metadata(path)?.len();
-        before += old;
-        // parts/<table>/<partition>/<id>.parquet
-        let table = path
-            .parent()
-            .and_then(Path::parent)
-            .and_then(Path::file_name);
-        let table = table
-            .and_then(|t| Table::from_name(&t.to_string_lossy()))
-            .ok_or_else(|| anyhow::anyhow!("{} is not in a table's folder", path.display()))?;
-        let props = props_for(table)?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path)?)?.build()?;
+    for part in &mut manifest.parts {
+        let table = part
+            .table()
+            .ok_or_else(|| anyhow::anyhow!("part {} of unknown table {}", part.id, part.table))?;
+        let path = parts_dir.join(part.relative_path());
+        before += std::fs::metadata(&path)?.len();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&path)?)?.build()?;
         let tmp = path.with_extension("rewrite");
+        let props = props_for(table)?;
         let mut writer = ArrowWriter::try_new(File::create(&tmp)?, reader.schema(), Some(props))?;
         // The token index too, as this build writes it.
         let tokens_tmp = path.with_extension("tokens-rewrite");
@@ -102,10 +84,9 @@ fn main() -> anyhow::Result<()> {
             writer.write(&batch)?;
         }
         let meta = writer.close()?;
-        std::fs::rename(&tmp, path)?;
-        let new = std::fs::metadata(path)?.len();
-        after += new;
-        let mut index_bytes = None;
+        std::fs::rename(&tmp, &path)?;
+        let written = std::fs::metadata(&path)?.len();
+        after += written;
         if let Some(index) = index {
             let groups: Vec<u64> = meta
                 .row_groups()
@@ -113,31 +94,16 @@ fn main() -> anyhow::Result<()> {
                 .map(|g| g.num_rows() as u64)
                 .collect();
             let (_, size) = index.finish(&groups)?;
-            std::fs::rename(&tokens_tmp, path.with_extension("tokens"))?;
-            index_bytes = Some(size);
+            std::fs::rename(&tokens_tmp, parts_dir.join(part.relative_index_path()))?;
+            part.index_bytes = size;
         }
-        let id: u64 = path.file_stem().unwrap().to_string_lossy().parse()?;
-        sizes.insert(id, (old, new, index_bytes));
+        // A part's `bytes` is its Parquet file plus its index.
+        part.bytes = written + part.index_bytes;
     }
-    // The manifest's `bytes` is the part's Parquet file plus its index.
-    let manifest = data.join("parts/MANIFEST.json");
-    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest)?)?;
-    for part in m["parts"].as_array_mut().unwrap() {
-        let id = part["id"].as_u64().unwrap();
-        let &(old, new, index_bytes) = sizes
-            .get(&id)
-            .ok_or_else(|| anyhow::anyhow!("part {id} not found"))?;
-        let mut bytes = part["bytes"].as_u64().unwrap() + new - old;
-        if let Some(index_bytes) = index_bytes {
-            bytes = bytes - part["index_bytes"].as_u64().unwrap() + index_bytes;
-            part["index_bytes"] = index_bytes.into();
-        }
-        part["bytes"] = bytes.into();
-    }
-    std::fs::write(&manifest, serde_json::to_vec(&m)?)?;
+    manifest.commit(&parts_dir)?;
     println!(
         "{{\"parts\": {}, \"bytes_before\": {before}, \"bytes_after\": {after}}}",
-        files.len()
+        manifest.parts.len()
     );
     Ok(())
 }
