@@ -354,6 +354,23 @@ mod tests {
     use otelhouse_loadgen::r#gen::{Generator, recent_range};
     use otelhouse_otlp::convert;
 
+    /// The batches of `requests` generated requests of `rows` each.
+    fn generated(
+        g: &mut Generator,
+        table: Table,
+        requests: usize,
+        rows: usize,
+        range: (u64, u64),
+    ) -> Vec<RecordBatch> {
+        (0..requests)
+            .flat_map(|_| match table {
+                Table::Logs => convert::logs(&g.logs_request(rows, range)),
+                _ => convert::traces(&g.spans_request(rows, range)),
+            })
+            .map(|(_, b)| b)
+            .collect()
+    }
+
     fn strings(batch: &RecordBatch, name: &str) -> Vec<String> {
         let a = batch.column_by_name(name).unwrap();
         let a = a.as_any().downcast_ref::<StringArray>().unwrap();
@@ -367,13 +384,7 @@ mod tests {
         let (_, now) = recent_range(0);
         let range = (now - 9_000_000_000_000, now);
         for table in [Table::Logs, Table::Traces] {
-            let batches: Vec<RecordBatch> = (0..4)
-                .flat_map(|_| match table {
-                    Table::Logs => convert::logs(&g.logs_request(300, range)),
-                    _ => convert::traces(&g.spans_request(300, range)),
-                })
-                .map(|(_, b)| b)
-                .collect();
+            let batches = generated(&mut g, table, 4, 300, range);
             let parts = partition_and_sort(table, &batches).unwrap();
             assert!(parts.len() >= 3, "{} hours", parts.len());
             assert!(
@@ -420,18 +431,11 @@ mod tests {
     #[test]
     fn logs_pages_are_small_and_timestamps_delta_coded() {
         use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
-        use parquet::basic::Encoding;
         use parquet::file::metadata::PageIndexPolicy;
         let mut g = Generator::new(5);
         let range = recent_range(0);
         for table in [Table::Logs, Table::Traces] {
-            let batches: Vec<RecordBatch> = (0..10)
-                .flat_map(|_| match table {
-                    Table::Logs => convert::logs(&g.logs_request(1000, range)),
-                    _ => convert::traces(&g.spans_request(1000, range)),
-                })
-                .map(|(_, b)| b)
-                .collect();
+            let batches = generated(&mut g, table, 10, 1000, range);
             // One batch, as a flush or a merge writes (the writer cuts pages
             // between its mini-batches of 1,024 values).
             let batch = arrow::compute::concat_batches(&table.schema(), &batches).unwrap();
