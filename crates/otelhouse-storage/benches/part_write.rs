@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use arrow::array::{AsArray, StringArray};
+use arrow::array::StringArray;
 use arrow::record_batch::RecordBatch;
 use otelhouse_schema::Table;
 use otelhouse_storage::{part, text_index};
@@ -80,9 +80,9 @@ fn main() {
             };
             let (mut store, mut default) = ((Duration::MAX, 0), (Duration::MAX, 0));
             for _ in 0..5 {
-                let s = write_with(part::writer_properties(table));
+                let s = write_with(part::writer_properties());
                 let d = write_with(
-                    part::writer_properties_builder(table)
+                    part::writer_properties_builder()
                         .set_data_page_row_count_limit(usize::MAX)
                         .build(),
                 );
@@ -102,16 +102,17 @@ fn main() {
         let (mut index, mut index_bytes) = (Duration::ZERO, 0);
         let (mut tokenize, mut inverted_bytes) = (Duration::ZERO, 0);
         if let Some(column) = text_index::text_column(table) {
-            let texts: Vec<&StringArray> = sorted
+            let columns: Vec<(&StringArray, &StringArray)> = sorted
                 .iter()
-                .map(|b| b.column_by_name(column).unwrap().as_string::<i32>())
+                .map(|b| text_index::indexed_columns(b, column).unwrap())
                 .collect();
+            let texts: Vec<&StringArray> = columns.iter().map(|(t, _)| *t).collect();
             (index, index_bytes) = best_of_3(|| {
                 let path =
                     std::env::temp_dir().join(format!("part_write-{}.tokens", std::process::id()));
                 let mut b = text_index::Builder::create(&path).unwrap();
-                for t in &texts {
-                    b.add(t).unwrap();
+                for (t, ids) in &columns {
+                    b.add(t, Some(ids)).unwrap();
                 }
                 let (_, size) = b.finish(&[rows as u64]).unwrap();
                 std::fs::remove_file(&path).unwrap();
@@ -172,7 +173,7 @@ fn main() {
                 let mut w = ArrowWriter::try_new(
                     Vec::new(),
                     projected[0].schema(),
-                    Some(part::writer_properties(table)),
+                    Some(part::writer_properties()),
                 )
                 .unwrap();
                 for b in &projected {

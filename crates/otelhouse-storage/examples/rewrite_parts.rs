@@ -4,7 +4,7 @@
 //! query suite on the very same rows:
 //!
 //! ```sh
-//! cargo run --release --example rewrite_parts -- DATA_DIR [--page-rows N] [--no-dictionary COLUMN]... [--encoding COLUMN=ENCODING]...
+//! cargo run --release --example rewrite_parts -- DATA_DIR [--page-rows N] [--no-dictionary COLUMN]... [--encoding COLUMN=ENCODING]... [--compression COLUMN=CODEC]...
 //! ```
 //!
 //! Run it only on a copy of a data directory with no server on it (the
@@ -13,14 +13,11 @@
 use std::fs::File;
 use std::path::PathBuf;
 
-use arrow::array::AsArray;
 use arrow::record_batch::RecordBatchReader;
-use otelhouse_schema::Table;
 use otelhouse_storage::manifest::Manifest;
 use otelhouse_storage::text_index;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 
 fn main() -> anyhow::Result<()> {
@@ -36,9 +33,9 @@ fn main() -> anyhow::Result<()> {
             .ok_or_else(|| anyhow::anyhow!("{flag} needs a value"))?;
         changes.push((flag, value));
     }
-    // The store's settings for the table, with the changes asked for.
-    let props_for = |table: Table| -> anyhow::Result<WriterProperties> {
-        let mut props = otelhouse_storage::part::writer_properties_builder(table);
+    // The store's settings (the same for every table), with the changes asked for.
+    let props = {
+        let mut props = otelhouse_storage::part::writer_properties_builder();
         for (flag, value) in &changes {
             props = match flag.as_str() {
                 "--page-rows" => props.set_data_page_row_count_limit(value.parse()?),
@@ -52,10 +49,17 @@ fn main() -> anyhow::Result<()> {
                         .ok_or_else(|| anyhow::anyhow!("--encoding COLUMN=ENCODING"))?;
                     props.set_column_encoding(ColumnPath::from(column), encoding.parse()?)
                 }
+                // COLUMN=CODEC, e.g. Timestamp=UNCOMPRESSED or Body=ZSTD(3)
+                "--compression" => {
+                    let (column, codec) = value
+                        .split_once('=')
+                        .ok_or_else(|| anyhow::anyhow!("--compression COLUMN=CODEC"))?;
+                    props.set_column_compression(ColumnPath::from(column), codec.parse()?)
+                }
                 _ => anyhow::bail!("unknown flag {flag}"),
             };
         }
-        Ok(props.build())
+        props.build()
     };
     let parts_dir = data.join("parts");
     let mut manifest = Manifest::load(&parts_dir)?;
@@ -68,8 +72,8 @@ fn main() -> anyhow::Result<()> {
         before += std::fs::metadata(&path)?.len();
         let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&path)?)?.build()?;
         let tmp = path.with_extension("rewrite");
-        let props = props_for(table)?;
-        let mut writer = ArrowWriter::try_new(File::create(&tmp)?, reader.schema(), Some(props))?;
+        let mut writer =
+            ArrowWriter::try_new(File::create(&tmp)?, reader.schema(), Some(props.clone()))?;
         // The token index too, as this build writes it.
         let tokens_tmp = path.with_extension("tokens-rewrite");
         let text = text_index::text_column(table);
@@ -79,7 +83,8 @@ fn main() -> anyhow::Result<()> {
         for batch in reader {
             let batch = batch?;
             if let (Some(index), Some(column)) = (&mut index, text) {
-                index.add(batch.column_by_name(column).unwrap().as_string::<i32>())?;
+                let (texts, trace_ids) = text_index::indexed_columns(&batch, column)?;
+                index.add(texts, Some(trace_ids))?;
             }
             writer.write(&batch)?;
         }

@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use arrow::array::StringArray;
 use arrow::record_batch::RecordBatch;
 use datafusion::datasource::MemTable;
 use datafusion::execution::memory_pool::GreedyMemoryPool;
@@ -483,14 +482,8 @@ impl EmbeddedStore {
             let batch = batch?;
             writer.write(&batch)?;
             if let Some((column, index)) = &mut index {
-                let column = *column;
-                let texts = batch
-                    .column_by_name(column)
-                    .and_then(|c| c.as_any().downcast_ref::<StringArray>())
-                    .ok_or_else(|| {
-                        anyhow::anyhow!("{} has no text column {column}", table.name())
-                    })?;
-                index.add(texts)?;
+                let (texts, trace_ids) = text_index::indexed_columns(&batch, column)?;
+                index.add(texts, Some(trace_ids))?;
             }
         }
         let written = writer.finish()?;

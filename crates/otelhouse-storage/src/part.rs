@@ -40,29 +40,35 @@ const NO_DICTIONARY: &[&str] = &["Body", "TraceId", "SpanId", "ParentSpanId"];
 
 const ROW_GROUP_ROWS: usize = 128 * 1024;
 
-/// Rows per data page of a logs part, at most. A logs part holds a
+/// Rows per data page, at most: one token index block
+/// (`text_index::BLOCK_ROWS`). A logs part holds a
 /// service's rows of one 5-minute bucket in a run of ~1,700 rows (20
 /// services); pages of that size let the page index on ServiceName skip the
 /// other services' pages, and a filter on it skip those pages of every
 /// other column (the attribute maps above all). With the writer's default
 /// (pages cut at 1 MiB, 20,000 rows for the small columns) a service filter
-/// decoded the maps of nearly every row. Spans keep the default: clustered
-/// by service and span name, their runs are long, and no span query gained
-/// (BENCHMARKS.md, "Smaller logs pages").
-const LOG_PAGE_ROWS: usize = 2048;
+/// decoded the maps of nearly every row. A block that the token index
+/// names (a rare token, a trace id) then costs one page per column:
+/// a trace lookup decodes a few pages of spans, not a row group
+/// (BENCHMARKS.md, "Smaller logs pages" and "Trace ids in the token index").
+const PAGE_ROWS: usize = crate::text_index::BLOCK_ROWS as usize;
 
 /// Encoded as deltas, without a dictionary: timestamps are near-unique
 /// (a dictionary overflows and falls back to plain) and, within a
-/// service's run, ascending (small deltas, cheap to decode).
+/// service's run, ascending (small deltas, cheap to decode). Not
+/// compressed: zstd gains little on bit-packed deltas (7.1 instead of
+/// 5.0 bytes per row) and every time filter and histogram decodes this
+/// column whole; without zstd a count per minute over 10 M logs takes
+/// ~20 % less CPU (BENCHMARKS.md, "Timestamp without zstd").
 const DELTA_ENCODED: &[&str] = &["Timestamp"];
 
-pub fn writer_properties(table: Table) -> WriterProperties {
-    writer_properties_builder(table).build()
+pub fn writer_properties() -> WriterProperties {
+    writer_properties_builder().build()
 }
 
 /// The settings of `writer_properties`, open to changes (benchmarks try
 /// other settings on the same rows).
-pub fn writer_properties_builder(table: Table) -> WriterPropertiesBuilder {
+pub fn writer_properties_builder() -> WriterPropertiesBuilder {
     let mut props = WriterProperties::builder()
         // zstd(1), as ClickStack's tables. LZ4 was measured too: no CPU
         // gain visible on the ingest benchmark, 1.65x the bytes.
@@ -70,16 +76,15 @@ pub fn writer_properties_builder(table: Table) -> WriterPropertiesBuilder {
             ZstdLevel::try_new(1).expect("1 is a valid zstd level"),
         ))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
-    if table == Table::Logs {
-        props = props.set_data_page_row_count_limit(LOG_PAGE_ROWS);
-    }
+    props = props.set_data_page_row_count_limit(PAGE_ROWS);
     for column in NO_DICTIONARY {
         props = props.set_column_dictionary_enabled(ColumnPath::from(*column), false);
     }
     for column in DELTA_ENCODED {
         props = props
             .set_column_dictionary_enabled(ColumnPath::from(*column), false)
-            .set_column_encoding(ColumnPath::from(*column), Encoding::DELTA_BINARY_PACKED);
+            .set_column_encoding(ColumnPath::from(*column), Encoding::DELTA_BINARY_PACKED)
+            .set_column_compression(ColumnPath::from(*column), Compression::UNCOMPRESSED);
     }
     // Min/max statistics cost a comparison per value; keep them only where a
     // filter can use them to skip row groups and pages (not on map keys and
@@ -138,7 +143,7 @@ pub struct Writer<W: Write + Send> {
 impl<W: Write + Send> Writer<W> {
     pub fn new(out: W, table: Table) -> anyhow::Result<Self> {
         Ok(Writer {
-            inner: ArrowWriter::try_new(out, table.schema(), Some(writer_properties(table)))?,
+            inner: ArrowWriter::try_new(out, table.schema(), Some(writer_properties()))?,
         })
     }
 
@@ -429,7 +434,7 @@ mod tests {
     }
 
     #[test]
-    fn logs_pages_are_small_and_timestamps_delta_coded() {
+    fn pages_are_one_index_block_and_timestamps_delta_coded() {
         use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
         use parquet::file::metadata::PageIndexPolicy;
         let mut g = Generator::new(5);
@@ -463,6 +468,7 @@ mod tests {
                 encodings.contains(&Encoding::DELTA_BINARY_PACKED),
                 "{encodings:?}"
             );
+            assert_eq!(ts.compression(), Compression::UNCOMPRESSED);
             // Rows per page of the service and the attribute map's keys.
             let offsets = &meta.offset_index().unwrap()[0];
             let attributes = match table {
@@ -474,16 +480,9 @@ mod tests {
                 let mut firsts: Vec<i64> = pages.iter().map(|p| p.first_row_index).collect();
                 firsts.push(10_000);
                 let largest = firsts.windows(2).map(|w| w[1] - w[0]).max().unwrap();
-                if table == Table::Logs {
-                    // The limit is checked between mini-batches of 1,024 values.
-                    assert!(
-                        largest <= LOG_PAGE_ROWS as i64 + 1024,
-                        "{name}: {largest} rows"
-                    );
-                    assert!(pages.len() >= 10_000 / LOG_PAGE_ROWS, "{name}");
-                } else {
-                    assert_eq!(pages.len(), 1, "spans keep the default pages: {name}");
-                }
+                // The limit is checked between mini-batches of 1,024 values.
+                assert!(largest <= PAGE_ROWS as i64 + 1024, "{name}: {largest} rows");
+                assert!(pages.len() >= 10_000 / PAGE_ROWS, "{name}");
             }
         }
     }

@@ -23,7 +23,7 @@ use datafusion::datasource::listing::{
 use datafusion::datasource::physical_plan::parquet::{ParquetAccessPlan, RowGroupAccess};
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
 use datafusion::execution::object_store::ObjectStoreUrl;
-use datafusion::logical_expr::expr::{Like, ScalarFunction};
+use datafusion::logical_expr::expr::{InList, Like, ScalarFunction};
 use datafusion::logical_expr::{
     BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType,
 };
@@ -325,6 +325,9 @@ fn is_column_or_lower(e: &Expr, column: &str) -> bool {
             if func.name() == "lower" && args.len() == 1 && is_column(&args[0], column))
 }
 
+/// Every row of an indexed part has its TraceId in the index too.
+const TRACE_ID: &str = "TraceId";
+
 fn all_tokens(keys: Vec<u64>) -> Need {
     if keys.is_empty() {
         Need::Any
@@ -342,6 +345,9 @@ pub fn need_of(e: &Expr, column: &str) -> Need {
             Operator::Or => Need::Either(vec![need_of(left, column), need_of(right, column)]),
             // Exact equality: every token of the value is a token of the row.
             Operator::Eq => match (left.as_ref(), right.as_ref()) {
+                (c, v) | (v, c) if is_column(c, TRACE_ID) && text_literal(v).is_some() => {
+                    Need::TraceId(text_index::trace_key(text_literal(v).unwrap_or_default()))
+                }
                 (c, v) | (v, c) if is_column(c, column) && text_literal(v).is_some() => {
                     all_tokens(text_index::keys(text_literal(v).unwrap_or_default()))
                 }
@@ -362,6 +368,18 @@ pub fn need_of(e: &Expr, column: &str) -> Need {
             }
             _ => Need::Any,
         },
+        Expr::InList(InList {
+            expr,
+            list,
+            negated: false,
+        }) if is_column(expr, TRACE_ID) && list.iter().all(|v| text_literal(v).is_some()) => {
+            Need::Either(
+                list.iter()
+                    .filter_map(text_literal)
+                    .map(|v| Need::TraceId(text_index::trace_key(v)))
+                    .collect(),
+            )
+        }
         Expr::Like(Like {
             negated: false,
             expr,
@@ -429,6 +447,32 @@ mod tests {
         assert!(!need_of(&or, "Body").prunes());
         let and = has_token::has_token(body(), "a").and(col("SeverityText").eq(lit("x")));
         assert!(need_of(&and, "Body").prunes());
+        // A trace lookup, on either text column's table; its id is not
+        // split into tokens.
+        let trace = |id: &str| Need::TraceId(text_index::trace_key(id));
+        assert_eq!(
+            need_of(&col("TraceId").eq(lit("00ab")), "SpanName"),
+            trace("00ab")
+        );
+        assert_eq!(
+            need_of(&lit("00ab").eq(col("TraceId")), "Body"),
+            trace("00ab")
+        );
+        assert_eq!(
+            need_of(
+                &col("TraceId").in_list(vec![lit("a1"), lit("b2")], false),
+                "Body"
+            ),
+            Need::Either(vec![trace("a1"), trace("b2")])
+        );
+        assert_eq!(
+            need_of(&col("TraceId").in_list(vec![lit("a1")], true), "Body"),
+            Need::Any
+        );
+        assert_eq!(
+            need_of(&col("TraceId").not_eq(lit("a1")), "Body"),
+            Need::Any
+        );
     }
 
     #[test]

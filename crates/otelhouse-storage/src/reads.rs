@@ -920,6 +920,42 @@ mod tests {
         assert!(search("served").await.is_err(), "the damaged part is read");
     }
 
+    /// A trace lookup opens only the parts whose token index may hold the
+    /// trace id: a part that cannot is never read (here it is made
+    /// unreadable, and the lookup still answers), one that may is.
+    #[tokio::test]
+    async fn trace_lookups_read_only_parts_that_may_hold_the_trace() {
+        let many: Vec<(&str, &str, i64, i64, bool)> = (0..5_000)
+            .map(|i| ("svc", "GET /x", T0 + i, 10, false))
+            .collect();
+        // Trace ids 1..=5000 in the first part, 1..=100 in the second.
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path(), StoreOptions::default()).unwrap();
+        let mut applier = store.applier();
+        applier.apply(1, spans(&many).to_batches());
+        store.flush(true).unwrap();
+        applier.apply(2, spans(&many[..100]).to_batches());
+        store.flush(true).unwrap();
+        let id = |i: usize| format!("{i:032X}");
+        assert_eq!(store.trace(&id(4_000), 10).await.unwrap().len(), 1);
+        assert_eq!(store.trace(&id(50), 10).await.unwrap().len(), 2);
+        assert!(store.trace(&id(6_000), 10).await.unwrap().is_empty());
+
+        let second = std::fs::read_dir(dir.path().join("parts/otel_traces"))
+            .unwrap()
+            .map(|p| p.unwrap().path().join("000000000002.parquet"))
+            .find(|p| p.exists())
+            .expect("the second flush's part");
+        std::fs::write(&second, b"not parquet").unwrap();
+        let found = store.trace(&id(4_000), 10).await.unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0]["TraceId"], id(4_000).to_lowercase());
+        assert!(
+            store.trace(&id(50), 10).await.is_err(),
+            "the damaged part is read"
+        );
+    }
+
     /// Every page after the first starts exactly where the previous one
     /// ended, even when many rows share a timestamp, and rows that arrive
     /// meanwhile with newer times do not shift the pages.

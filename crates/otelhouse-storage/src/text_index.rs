@@ -22,6 +22,12 @@
 //! part is written, holding one segment in memory, where an inverted index
 //! needs the part's whole vocabulary before it can write anything.
 //!
+//! The same filters hold each row's TraceId (keyed apart from any token:
+//! see [`trace_key`]), so a trace lookup reads only the blocks that may
+//! hold the trace — a few pages, where the row group's Bloom filter
+//! alone leaves a whole row group to decode. Indexes written before
+//! (magic `OHTOKEN1`) hold no trace ids and never prune a trace lookup.
+//!
 //! File `<part id>.tokens` beside the part, written and fsync'd before the
 //! manifest lists the part:
 //! `[segment words (LE, each cut to the bytes its segment's blocks need:
@@ -53,7 +59,10 @@ const K: u64 = 4;
 const MAX_FILL: f64 = 0.35;
 const MAX_WORDS_LOG2: u32 = 20;
 const MIN_WORDS_LOG2: u32 = 6;
-const MAGIC: &[u8; 8] = b"OHTOKEN1";
+/// Tokens only (before 2026-12-03).
+const MAGIC_TOKENS: &[u8; 8] = b"OHTOKEN1";
+/// Tokens and trace ids.
+const MAGIC: &[u8; 8] = b"OHTOKEN2";
 const FOOTER: usize = 4 + 4 + 4 + 8 + 4 + 8;
 
 /// The column whose tokens a table's parts index.
@@ -158,6 +167,32 @@ pub fn query_key(token: &str) -> Option<u64> {
     key
 }
 
+/// The key of a TraceId value: its bytes as written (an exact match),
+/// after a `#`, which no token holds, so a trace id and a token never
+/// share a key (beyond a hash collision, a false positive).
+pub fn trace_key(trace_id: &str) -> u64 {
+    let mut key = Key::EMPTY;
+    key.push(b'#');
+    for b in trace_id.bytes() {
+        key.push(b);
+    }
+    key.finish()
+}
+
+/// The text column and TraceId of a part's batch, as the index takes them.
+pub fn indexed_columns<'a>(
+    batch: &'a arrow::record_batch::RecordBatch,
+    text_column: &str,
+) -> anyhow::Result<(&'a StringArray, &'a StringArray)> {
+    let string = |name: &str| {
+        batch
+            .column_by_name(name)
+            .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+            .ok_or_else(|| anyhow::anyhow!("no text column {name} to index"))
+    };
+    Ok((string(text_column)?, string("TraceId")?))
+}
+
 /// Every key of `text`, for an exact match of the whole value.
 pub fn keys(text: &str) -> Vec<u64> {
     let mut out = Vec::new();
@@ -204,6 +239,8 @@ pub struct Builder {
     written: u64,
     directory: Vec<(u64, u32, u32)>,
     crc: u32,
+    /// Every row's TraceId was added (else the index claims none).
+    traced: bool,
 }
 
 impl Builder {
@@ -222,16 +259,36 @@ impl Builder {
             written: 0,
             directory: Vec::new(),
             crc: 0,
+            traced: true,
         })
     }
 
-    /// Indexes the next rows of the part's text column.
-    pub fn add(&mut self, column: &StringArray) -> anyhow::Result<()> {
+    /// Indexes the next rows of the part: their text column and, when
+    /// given, their TraceId (an index is marked as holding trace ids only
+    /// if every row's was given).
+    pub fn add(
+        &mut self,
+        column: &StringArray,
+        trace_ids: Option<&StringArray>,
+    ) -> anyhow::Result<()> {
+        if let Some(ids) = trace_ids {
+            anyhow::ensure!(
+                ids.len() == column.len(),
+                "trace ids and texts differ in rows"
+            );
+        } else {
+            self.traced = false;
+        }
         for i in 0..column.len() {
             let block = (self.rows % self.segment_rows()) / self.block_rows;
             if column.is_valid(i) {
                 let keys = &mut self.keys;
                 for_each_token(column.value(i), |key| keys.push(key));
+            }
+            if let Some(ids) = trace_ids
+                && ids.is_valid(i)
+            {
+                self.keys.push(trace_key(ids.value(i)));
             }
             self.rows += 1;
             // Set the bits of many keys in one tight loop: the cache misses
@@ -336,7 +393,7 @@ impl Builder {
         tail.extend_from_slice(&(self.block_rows as u32).to_le_bytes());
         tail.extend_from_slice(&self.rows.to_le_bytes());
         tail.extend_from_slice(&crc.to_le_bytes());
-        tail.extend_from_slice(MAGIC);
+        tail.extend_from_slice(if self.traced { MAGIC } else { MAGIC_TOKENS });
         self.out.write_all(&tail)?;
         let size = self.written + tail.len() as u64;
         let file = self.out.into_inner().map_err(|e| e.into_error())?;
@@ -352,6 +409,8 @@ pub enum Need {
     Any,
     /// The block holds the token with this key.
     Token(u64),
+    /// The block holds a row of the trace with this key (`trace_key`).
+    TraceId(u64),
     All(Vec<Need>),
     Either(Vec<Need>),
 }
@@ -361,7 +420,7 @@ impl Need {
     pub fn prunes(&self) -> bool {
         match self {
             Need::Any => false,
-            Need::Token(_) => true,
+            Need::Token(_) | Need::TraceId(_) => true,
             Need::All(of) => of.iter().any(Need::prunes),
             Need::Either(of) => !of.is_empty() && of.iter().all(Need::prunes),
         }
@@ -376,6 +435,8 @@ pub struct Index {
     block_rows: u64,
     segments: Vec<(u64, u32, u32)>,
     row_groups: Vec<u64>,
+    /// Written with every row's TraceId.
+    traced: bool,
 }
 
 impl Index {
@@ -387,7 +448,11 @@ impl Index {
         anyhow::ensure!(len >= FOOTER as u64, "not a token index");
         let mut footer = [0u8; FOOTER];
         file.read_exact_at(&mut footer, len - FOOTER as u64)?;
-        anyhow::ensure!(footer.ends_with(MAGIC), "not a token index");
+        let traced = footer.ends_with(MAGIC);
+        anyhow::ensure!(
+            traced || footer.ends_with(MAGIC_TOKENS),
+            "not a token index"
+        );
         let u32_at = |b: &[u8], i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap());
         let u64_at = |b: &[u8], i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
         let segments = u64::from(u32_at(&footer, 0));
@@ -453,6 +518,7 @@ impl Index {
             block_rows,
             segments: out,
             row_groups,
+            traced,
         })
     }
 
@@ -485,7 +551,8 @@ impl Index {
     fn eval(&self, need: &Need, offset: u64, log2: u32, blocks: u32) -> std::io::Result<u64> {
         Ok(match need {
             Need::Any => u64::MAX,
-            Need::Token(key) => {
+            Need::TraceId(_) if !self.traced => u64::MAX,
+            Need::Token(key) | Need::TraceId(key) => {
                 let width = word_width(blocks);
                 let mut mask = u64::MAX;
                 for p in positions(*key, log2) {
@@ -570,11 +637,73 @@ mod tests {
         let path = dir.join("1.tokens");
         let mut b = Builder::create(&path).unwrap();
         for chunk in bodies.chunks(5000) {
-            b.add(&StringArray::from(chunk.to_vec())).unwrap();
+            b.add(&StringArray::from(chunk.to_vec()), None).unwrap();
         }
         let (file, size) = b.finish(&[bodies.len() as u64]).unwrap();
         assert_eq!(file.metadata().unwrap().len(), size);
         Index::open(&path, bodies.len() as u64).unwrap()
+    }
+
+    #[test]
+    fn a_trace_id_leads_to_its_blocks_and_only_where_ids_were_indexed() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = 200_000u64;
+        let id = |i: u64| format!("{:032x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        // A trace's rows in blocks 0 and 60; one row without a trace id.
+        let ids: Vec<Option<String>> = (0..n)
+            .map(|i| match i {
+                5 | 122_881 => Some(id(1)),
+                7 => None,
+                _ => Some(id(i + 10)),
+            })
+            .collect();
+        let bodies = StringArray::from(vec!["GET /x"; n as usize]);
+        let ids = StringArray::from(ids);
+        let index = |traced: bool| {
+            let path = dir.path().join(format!("{traced}.tokens"));
+            let mut b = Builder::create(&path).unwrap();
+            b.add(&bodies, traced.then_some(&ids)).unwrap();
+            b.finish(&[n]).unwrap();
+            Index::open(&path, n).unwrap()
+        };
+        let traced = index(true);
+        let found = traced
+            .candidate_rows(&Need::TraceId(trace_key(&id(1))))
+            .unwrap();
+        assert!(found.contains(&(0, BLOCK_ROWS)), "{found:?}");
+        assert!(
+            found.contains(&(60 * BLOCK_ROWS, 61 * BLOCK_ROWS)),
+            "{found:?}"
+        );
+        assert!(found.len() <= 2 + 2, "{found:?}");
+        // An id no row holds, and an id's text as a token: (almost) nothing.
+        let absent = traced
+            .candidate_rows(&Need::TraceId(trace_key(&id(n + 10))))
+            .unwrap();
+        assert!(absent.len() <= 2, "{absent:?}");
+        assert!(
+            traced
+                .candidate_rows(&Need::Token(query_key(&id(1)).unwrap()))
+                .unwrap()
+                .len()
+                <= 2
+        );
+        // Tokens still work beside the ids.
+        assert_eq!(
+            traced
+                .candidate_rows(&Need::Token(query_key("get").unwrap()))
+                .unwrap(),
+            vec![(0, n)]
+        );
+        // An index built without the ids (as before) claims nothing about
+        // traces: every row stays a candidate.
+        let untraced = index(false);
+        assert_eq!(
+            untraced
+                .candidate_rows(&Need::TraceId(trace_key(&id(1))))
+                .unwrap(),
+            vec![(0, n)]
+        );
     }
 
     #[test]
@@ -589,7 +718,7 @@ mod tests {
                 _ => format!("row v{i}"),
             })
             .collect();
-        b.add(&StringArray::from(bodies)).unwrap();
+        b.add(&StringArray::from(bodies), None).unwrap();
         b.finish(&[n]).unwrap();
         let index = Index::open(&path, n).unwrap();
         let found = index
