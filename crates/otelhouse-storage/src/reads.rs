@@ -847,6 +847,16 @@ mod tests {
             .collect()
     }
 
+    /// Overwrites the Parquet file of the second flush's part of `table`.
+    fn damage_second_part(dir: &std::path::Path, table: &str) {
+        let second = std::fs::read_dir(dir.join("parts").join(table))
+            .unwrap()
+            .map(|p| p.unwrap().path().join("000000000002.parquet"))
+            .find(|p| p.exists())
+            .expect("the second flush's part");
+        std::fs::write(&second, b"not parquet").unwrap();
+    }
+
     /// A token search reads only the blocks the token index allows: a part
     /// whose index rules the token out is never opened (here it is made
     /// unreadable, and the search still answers), and the rows found are
@@ -909,12 +919,7 @@ mod tests {
 
         // Make the second part unreadable: searches its index rules out
         // still answer, a search that must read it fails.
-        let second = std::fs::read_dir(dir.path().join("parts/otel_logs"))
-            .unwrap()
-            .map(|p| p.unwrap().path().join("000000000002.parquet"))
-            .find(|p| p.exists())
-            .expect("the second flush's part");
-        std::fs::write(&second, b"not parquet").unwrap();
+        damage_second_part(dir.path(), "otel_logs");
         assert_eq!(search("qzxrare7").await.unwrap(), 3);
         assert_eq!(search("qzxrare7 shard").await.unwrap(), 3);
         assert!(search("served").await.is_err(), "the damaged part is read");
@@ -941,12 +946,7 @@ mod tests {
         assert_eq!(store.trace(&id(50), 10).await.unwrap().len(), 2);
         assert!(store.trace(&id(6_000), 10).await.unwrap().is_empty());
 
-        let second = std::fs::read_dir(dir.path().join("parts/otel_traces"))
-            .unwrap()
-            .map(|p| p.unwrap().path().join("000000000002.parquet"))
-            .find(|p| p.exists())
-            .expect("the second flush's part");
-        std::fs::write(&second, b"not parquet").unwrap();
+        damage_second_part(dir.path(), "otel_traces");
         let found = store.trace(&id(4_000), 10).await.unwrap();
         assert_eq!(found.len(), 1);
         assert_eq!(found[0]["TraceId"], id(4_000).to_lowercase());
