@@ -13,7 +13,8 @@ use std::sync::{Arc, OnceLock};
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::Session;
-use datafusion::common::{Result, ScalarValue};
+use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
+use datafusion::common::{Column, DFSchema, Result, ScalarValue};
 use datafusion::datasource::TableProvider;
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
@@ -29,6 +30,8 @@ use datafusion::logical_expr::{
 };
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::filter::FilterExecBuilder;
+use datafusion::physical_plan::union::UnionExec;
 use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 
 use crate::has_token;
@@ -133,9 +136,24 @@ impl TableProvider for PartsTable {
         &self,
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
-        // Inexact: the filters stay in the plan (and DataFusion pushes them
-        // into the Parquet scan); the index only narrows what is read.
-        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+        // Time bounds are exact: the scan applies them itself, and only to
+        // the parts at the range's edges (a part wholly inside needs no
+        // test per row). Others are inexact: they stay in the plan (and
+        // DataFusion pushes them into the Parquet scan); the index only
+        // narrows what is read. When the index narrows, the time bounds
+        // stay inexact too: pushed into the scan they make DataFusion load
+        // the page index, without which the index's row ranges would
+        // still read whole column chunks (Q1 24 h: 9 MB, 110 MB without).
+        let indexed = self.text_column.is_some_and(|column| {
+            Need::All(filters.iter().map(|f| need_of(f, column)).collect()).prunes()
+        });
+        Ok(filters
+            .iter()
+            .map(|f| match !indexed && is_time_bound(f, self.time_column) {
+                true => TableProviderFilterPushDown::Exact,
+                false => TableProviderFilterPushDown::Inexact,
+            })
+            .collect())
     }
 
     async fn scan(
@@ -156,8 +174,15 @@ impl TableProvider for PartsTable {
         for f in filters {
             time_bounds(f, self.time_column, &mut from, &mut to);
         }
+        // Time bounds are applied here to the parts at the range's edges,
+        // whether they were declared exact or not: the planner may have
+        // asked about some filters before others arrived.
+        let (bounds, others): (Vec<Expr>, Vec<Expr>) = filters
+            .iter()
+            .cloned()
+            .partition(|f| is_time_bound(f, self.time_column));
+        // (file, whether the time bounds must be tested on its rows)
         let mut files = Vec::with_capacity(self.parts.len());
-        let mut planned = false;
         for part in self
             .parts
             .iter()
@@ -172,18 +197,72 @@ impl TableProvider for PartsTable {
                 }
                 if let Some(plan) = access_plan(index.row_groups(), &ranges) {
                     file = file.with_extension(plan);
-                    planned = true;
                 }
             }
-            files.push(file);
+            let inside = from < part.min_time && part.max_time < to;
+            files.push((file, !bounds.is_empty() && !inside));
         }
-        if files.is_empty() {
+        let (edge, inside): (Vec<_>, Vec<_>) = files.into_iter().partition(|(_, edge)| *edge);
+        let mut plans = Vec::new();
+        if !inside.is_empty() {
+            let inside = inside.into_iter().map(|(f, _)| f).collect();
+            plans.push(
+                self.scan_files(state, inside, projection, &others, limit)
+                    .await?,
+            );
+        }
+        if !edge.is_empty() {
+            // The columns asked for, and the time column to test; then only
+            // the columns asked for.
+            let time = self.schema.index_of(self.time_column)?;
+            let mut columns: Vec<usize> = match projection {
+                Some(p) => p.clone(),
+                None => (0..self.schema.fields().len()).collect(),
+            };
+            let asked = columns.len();
+            if !columns.contains(&time) {
+                columns.push(time);
+            }
+            let edge = edge.into_iter().map(|(f, _)| f).collect();
+            let scan = self
+                .scan_files(state, edge, Some(&columns), &others, None)
+                .await?;
+            let schema = DFSchema::try_from(scan.schema().as_ref().clone())?;
+            let predicate = bounds
+                .into_iter()
+                .map(unqualified)
+                .collect::<Result<Vec<_>>>()?
+                .into_iter()
+                .reduce(Expr::and)
+                .expect("edge parts exist only under time bounds");
+            let predicate = state.create_physical_expr(predicate, &schema)?;
+            let filter = FilterExecBuilder::new(predicate, scan)
+                .apply_projection(Some((0..asked).collect()))?
+                .build()?;
+            plans.push(Arc::new(filter));
+        }
+        if plans.is_empty() {
             let schema = match projection {
                 Some(p) => Arc::new(self.schema.project(p)?),
                 None => self.schema.clone(),
             };
             return Ok(Arc::new(EmptyExec::new(schema)));
         }
+        UnionExec::try_new(plans)
+    }
+}
+
+impl PartsTable {
+    /// A Parquet scan of `files` (each with its access plan, if any).
+    async fn scan_files(
+        &self,
+        state: &dyn Session,
+        mut files: Vec<PartitionedFile>,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let planned = files.iter().any(|f| !f.extensions.is_empty());
         let format = ParquetFormat::new().with_options(state.default_table_options().parquet);
         if !planned {
             // Nothing for the index to narrow: DataFusion's own table over
@@ -312,6 +391,33 @@ fn text_literal(e: &Expr) -> Option<&str> {
         ) => Some(s),
         _ => None,
     }
+}
+
+/// A comparison of `column` with a time literal, or a conjunction of
+/// them: a filter the scan applies exactly (see `supports_filters_pushdown`).
+fn is_time_bound(e: &Expr, column: &str) -> bool {
+    let Expr::BinaryExpr(BinaryExpr { left, op, right }) = e else {
+        return false;
+    };
+    match op {
+        Operator::And => is_time_bound(left, column) && is_time_bound(right, column),
+        Operator::Gt | Operator::GtEq | Operator::Lt | Operator::LtEq => {
+            (is_column(left, column) && time_literal(right).is_some())
+                || (is_column(right, column) && time_literal(left).is_some())
+        }
+        _ => false,
+    }
+}
+
+/// `e` with its columns unqualified, to plan it against the scan's schema.
+fn unqualified(e: Expr) -> Result<Expr> {
+    e.transform_up(|e| {
+        Ok(match e {
+            Expr::Column(c) => Transformed::yes(Expr::Column(Column::new_unqualified(c.name))),
+            e => Transformed::no(e),
+        })
+    })
+    .data()
 }
 
 fn is_column(e: &Expr, column: &str) -> bool {

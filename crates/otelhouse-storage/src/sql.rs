@@ -116,6 +116,73 @@ mod tests {
         assert!(count(&ctx, "SELECT count(*) FROM otel_logs").await.is_err());
     }
 
+    /// Time bounds are applied by the parts' scan itself: parts wholly
+    /// inside are read without a test per row, parts at an edge are
+    /// filtered. Every form of bound gives the rows a full test would.
+    #[tokio::test]
+    async fn time_bounds_hold_at_the_edges_and_inside() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = 1_700_000_000_000_000_000 / HOUR_NANOS * HOUR_NANOS;
+        const MIN: i64 = 60_000_000_000;
+        {
+            let store = EmbeddedStore::open(dir.path(), StoreOptions::default()).unwrap();
+            let mut applier = store.applier();
+            // Ten rows a minute apart in each of two hours.
+            let minutes = |start: i64| (0..10).map(|k| start + k * MIN).collect::<Vec<_>>();
+            applier.apply(1, timed("a", &minutes(t0)));
+            store.flush(true).unwrap();
+            applier.apply(2, timed("b", &minutes(t0 + HOUR_NANOS)));
+            store.flush(true).unwrap();
+        }
+        let ctx = session(dir.path()).unwrap();
+        let at = |nanos: i64| format!("to_timestamp({})", nanos / 1_000_000_000);
+        let (five, next_three) = (at(t0 + 5 * MIN), at(t0 + HOUR_NANOS + 3 * MIN));
+        for (filter, expected) in [
+            (format!("Timestamp >= {five}"), 15),
+            (format!("Timestamp > {five}"), 14),
+            (format!("{five} <= Timestamp"), 15),
+            (format!("{five} > Timestamp"), 5),
+            (
+                format!("Timestamp >= {} AND Timestamp < {next_three}", at(t0)),
+                13,
+            ),
+            (format!("Timestamp <= {next_three}"), 14),
+            (
+                format!("Timestamp < {} OR Timestamp > {five}", at(t0 + MIN)),
+                15,
+            ),
+            (format!("Timestamp >= {five} AND Body <> 'x'"), 15),
+            // With a token the index narrows (bodies are "<service> at <t>").
+            (format!("Timestamp >= {five} AND has_token(Body, 'a')"), 5),
+            (
+                format!("has_token(Body, 'b') AND Timestamp <= {next_three}"),
+                4,
+            ),
+            (format!("Timestamp > {}", at(t0 + 3 * HOUR_NANOS)), 0),
+        ] {
+            let sql = format!("SELECT count(*) FROM otel_logs WHERE {filter}");
+            assert_eq!(count(&ctx, &sql).await.unwrap(), expected, "{filter}");
+        }
+        // Columns asked for without the time column; a limit.
+        let (rows, _) = run(
+            &ctx,
+            &format!("SELECT ServiceName FROM otel_logs WHERE Timestamp >= {five}"),
+            1,
+        )
+        .await
+        .unwrap();
+        assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 15);
+        assert!(rows.iter().all(|b| b.num_columns() == 1));
+        let (rows, _) = run(
+            &ctx,
+            &format!("SELECT * FROM otel_logs WHERE Timestamp >= {five} LIMIT 3"),
+            1,
+        )
+        .await
+        .unwrap();
+        assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 3);
+    }
+
     #[tokio::test]
     async fn only_queries_run() {
         let dir = tempfile::tempdir().unwrap();
