@@ -164,23 +164,22 @@ mod tests {
             assert_eq!(count(&ctx, &sql).await.unwrap(), expected, "{filter}");
         }
         // Columns asked for without the time column; a limit.
-        let (rows, _) = run(
-            &ctx,
-            &format!("SELECT ServiceName FROM otel_logs WHERE Timestamp >= {five}"),
-            1,
-        )
-        .await
-        .unwrap();
-        assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 15);
-        assert!(rows.iter().all(|b| b.num_columns() == 1));
-        let (rows, _) = run(
-            &ctx,
-            &format!("SELECT * FROM otel_logs WHERE Timestamp >= {five} LIMIT 3"),
-            1,
-        )
-        .await
-        .unwrap();
-        assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 3);
+        let rows = |sql: String| {
+            let ctx = ctx.clone();
+            async move { run(&ctx, &sql, 1).await.unwrap().0 }
+        };
+        let total = |batches: &[RecordBatch]| batches.iter().map(|b| b.num_rows()).sum::<usize>();
+        let named = rows(format!(
+            "SELECT ServiceName FROM otel_logs WHERE Timestamp >= {five}"
+        ))
+        .await;
+        assert_eq!(total(&named), 15);
+        assert!(named.iter().all(|b| b.num_columns() == 1));
+        let limited = rows(format!(
+            "SELECT * FROM otel_logs WHERE Timestamp >= {five} LIMIT 3"
+        ))
+        .await;
+        assert_eq!(total(&limited), 3);
     }
 
     #[tokio::test]
