@@ -144,9 +144,7 @@ impl TableProvider for PartsTable {
         // stay inexact too: pushed into the scan they make DataFusion load
         // the page index, without which the index's row ranges would
         // still read whole column chunks (Q1 24 h: 9 MB, 110 MB without).
-        let indexed = self.text_column.is_some_and(|column| {
-            Need::All(filters.iter().map(|f| need_of(f, column)).collect()).prunes()
-        });
+        let indexed = self.need(filters.iter().copied()).prunes();
         Ok(filters
             .iter()
             .map(|f| match !indexed && is_time_bound(f, self.time_column) {
@@ -163,10 +161,7 @@ impl TableProvider for PartsTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let need = match self.text_column {
-            Some(column) => Need::All(filters.iter().map(|f| need_of(f, column)).collect()),
-            None => Need::Any,
-        };
+        let need = self.need(filters);
         let prunes = need.prunes();
         // Parts wholly outside the time range the filters ask for are not
         // opened (their footers alone cost more than a small query).
@@ -253,6 +248,14 @@ impl TableProvider for PartsTable {
 }
 
 impl PartsTable {
+    /// What the filters need from a part's token index.
+    fn need<'a>(&self, filters: impl IntoIterator<Item = &'a Expr>) -> Need {
+        match self.text_column {
+            Some(column) => Need::All(filters.into_iter().map(|f| need_of(f, column)).collect()),
+            None => Need::Any,
+        }
+    }
+
     /// A Parquet scan of `files` (each with its access plan, if any).
     async fn scan_files(
         &self,
@@ -351,6 +354,19 @@ fn time_literal(e: &Expr) -> Option<i64> {
     }
 }
 
+/// `column <op> time` (operands swapped if written the other way round),
+/// if `e` is a comparison of `column` with a time literal.
+fn time_comparison(e: &Expr, column: &str) -> Option<(Operator, i64)> {
+    let Expr::BinaryExpr(BinaryExpr { left, op, right }) = e else {
+        return None;
+    };
+    match (time_literal(right), time_literal(left)) {
+        (Some(t), _) if is_column(left, column) => Some((*op, t)),
+        (_, Some(t)) if is_column(right, column) => Some((op.swap()?, t)),
+        _ => None,
+    }
+}
+
 /// Narrows `[from, to]` by the comparisons of `column` with a time that
 /// `e` requires (conjunctions only; anything else leaves it as is).
 fn time_bounds(e: &Expr, column: &str, from: &mut i64, to: &mut i64) {
@@ -362,13 +378,8 @@ fn time_bounds(e: &Expr, column: &str, from: &mut i64, to: &mut i64) {
         time_bounds(right, column, from, to);
         return;
     }
-    let (op, t) = match (time_literal(right), time_literal(left)) {
-        (Some(t), _) if is_column(left, column) => (*op, t),
-        (_, Some(t)) if is_column(right, column) => match op.swap() {
-            Some(op) => (op, t),
-            None => return,
-        },
-        _ => return,
+    let Some((op, t)) = time_comparison(e, column) else {
+        return;
     };
     match op {
         Operator::Gt | Operator::GtEq => *from = (*from).max(t),
@@ -396,16 +407,19 @@ fn text_literal(e: &Expr) -> Option<&str> {
 /// A comparison of `column` with a time literal, or a conjunction of
 /// them: a filter the scan applies exactly (see `supports_filters_pushdown`).
 fn is_time_bound(e: &Expr, column: &str) -> bool {
-    let Expr::BinaryExpr(BinaryExpr { left, op, right }) = e else {
-        return false;
-    };
-    match op {
-        Operator::And => is_time_bound(left, column) && is_time_bound(right, column),
-        Operator::Gt | Operator::GtEq | Operator::Lt | Operator::LtEq => {
-            (is_column(left, column) && time_literal(right).is_some())
-                || (is_column(right, column) && time_literal(left).is_some())
-        }
-        _ => false,
+    match e {
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::And,
+            right,
+        }) => is_time_bound(left, column) && is_time_bound(right, column),
+        _ => matches!(
+            time_comparison(e, column),
+            Some((
+                Operator::Gt | Operator::GtEq | Operator::Lt | Operator::LtEq,
+                _
+            ))
+        ),
     }
 }
 
@@ -431,9 +445,6 @@ fn is_column_or_lower(e: &Expr, column: &str) -> bool {
             if func.name() == "lower" && args.len() == 1 && is_column(&args[0], column))
 }
 
-/// Every row of an indexed part has its TraceId in the index too.
-const TRACE_ID: &str = "TraceId";
-
 fn all_tokens(keys: Vec<u64>) -> Need {
     if keys.is_empty() {
         Need::Any
@@ -451,7 +462,9 @@ pub fn need_of(e: &Expr, column: &str) -> Need {
             Operator::Or => Need::Either(vec![need_of(left, column), need_of(right, column)]),
             // Exact equality: every token of the value is a token of the row.
             Operator::Eq => match (left.as_ref(), right.as_ref()) {
-                (c, v) | (v, c) if is_column(c, TRACE_ID) && text_literal(v).is_some() => {
+                (c, v) | (v, c)
+                    if is_column(c, text_index::TRACE_COLUMN) && text_literal(v).is_some() =>
+                {
                     Need::TraceId(text_index::trace_key(text_literal(v).unwrap_or_default()))
                 }
                 (c, v) | (v, c) if is_column(c, column) && text_literal(v).is_some() => {
@@ -478,7 +491,9 @@ pub fn need_of(e: &Expr, column: &str) -> Need {
             expr,
             list,
             negated: false,
-        }) if is_column(expr, TRACE_ID) && list.iter().all(|v| text_literal(v).is_some()) => {
+        }) if is_column(expr, text_index::TRACE_COLUMN)
+            && list.iter().all(|v| text_literal(v).is_some()) =>
+        {
             Need::Either(
                 list.iter()
                     .filter_map(text_literal)

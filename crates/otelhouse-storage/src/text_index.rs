@@ -179,6 +179,10 @@ pub fn trace_key(trace_id: &str) -> u64 {
     key.finish()
 }
 
+/// The column whose values the index also holds, each row's whole value
+/// (`trace_key`).
+pub const TRACE_COLUMN: &str = "TraceId";
+
 /// The text column and TraceId of a part's batch, as the index takes them.
 pub fn indexed_columns<'a>(
     batch: &'a arrow::record_batch::RecordBatch,
@@ -190,7 +194,7 @@ pub fn indexed_columns<'a>(
             .and_then(|c| c.as_any().downcast_ref::<StringArray>())
             .ok_or_else(|| anyhow::anyhow!("no text column {name} to index"))
     };
-    Ok((string(text_column)?, string("TraceId")?))
+    Ok((string(text_column)?, string(TRACE_COLUMN)?))
 }
 
 /// Every key of `text`, for an exact match of the whole value.
