@@ -227,8 +227,13 @@ def clickhouse_side(args, data, work):
     t0 = time.time()
     for table in ["otel_logs", "otel_traces"]:
         files = os.path.join(data, "parts", table, "*", "*.parquet")
-        cols = [line.split("\t")[0] for line in
-                s.query(f"DESCRIBE file('{files}', Parquet)", "TabSeparated").data().splitlines()]
+        # The table's stored columns (our parts also hold attribute key
+        # columns, `Map['key']`, which ClickStack's tables do not have).
+        ours = s.query(f"DESCRIBE file('{files}', Parquet)", "TabSeparated").data().splitlines()
+        theirs = set(s.query(
+            f"SELECT name FROM system.columns WHERE database = 'otel' AND table = '{table}' "
+            "AND default_kind NOT IN ('ALIAS', 'MATERIALIZED')", "TabSeparated").data().splitlines())
+        cols = [c for c in (line.split("\t")[0] for line in ours) if c in theirs]
         names = ", ".join(f"`{c}`" for c in cols)
         s.query(f"INSERT INTO otel.{table} ({names}) SELECT {names} FROM file('{files}', Parquet)")
     out["ingest_seconds"] = round(time.time() - t0, 1)

@@ -3,7 +3,8 @@
 //! writing the same rows unsorted (the baseline, same run); then the time and
 //! bytes of each column of the sorted part (each written alone with the same
 //! writer properties), and what the part's token index costs to build;
-//! for logs, the part written with the writer's default page size too.
+//! for logs, the part written with the writer's default page size too;
+//! the part with and without its attribute key columns.
 //!
 //! cargo bench -p otelhouse-storage --bench part_write [-- ROWS]
 
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 use arrow::array::StringArray;
 use arrow::record_batch::RecordBatch;
 use otelhouse_schema::Table;
-use otelhouse_storage::{part, text_index};
+use otelhouse_storage::{attribute_columns, part, text_index};
 use parquet::arrow::ArrowWriter;
 
 // The server's allocator, so the figures match what a flush costs there.
@@ -33,6 +34,46 @@ fn best_of_3(mut f: impl FnMut() -> usize) -> (Duration, usize) {
         best = best.min(t.elapsed());
     }
     (best, bytes)
+}
+
+/// Runs `a` and `b` alternately `rounds` times: each one's best time,
+/// and the bytes it wrote.
+fn alternate(
+    rounds: usize,
+    mut a: impl FnMut() -> (Duration, usize),
+    mut b: impl FnMut() -> (Duration, usize),
+) -> ((Duration, usize), (Duration, usize)) {
+    let (mut best_a, mut best_b) = ((Duration::MAX, 0), (Duration::MAX, 0));
+    for _ in 0..rounds {
+        let x = a();
+        let y = b();
+        best_a = (best_a.0.min(x.0), x.1);
+        best_b = (best_b.0.min(y.0), y.1);
+    }
+    (best_a, best_b)
+}
+
+/// One JSON line: µs and bytes per row of two ways of writing the rows.
+fn print_pair(
+    table: Table,
+    rows: usize,
+    a: (&str, (Duration, usize)),
+    b: (&str, (Duration, usize)),
+) {
+    let us = |d: Duration| d.as_secs_f64() * 1e6 / rows as f64;
+    let bytes = |n: usize| n as f64 / rows as f64;
+    println!(
+        "{{\"table\":\"{}\",\"{}_write_us_per_row\":{:.3},\"{}_bytes_per_row\":{:.1},\"{}_write_us_per_row\":{:.3},\"{}_bytes_per_row\":{:.1}}}",
+        table.name(),
+        a.0,
+        us(a.1.0),
+        a.0,
+        bytes(a.1.1),
+        b.0,
+        us(b.1.0),
+        b.0,
+        bytes(b.1.1)
+    );
 }
 
 fn main() {
@@ -78,26 +119,47 @@ fn main() {
                 let bytes = w.into_inner().unwrap().len();
                 (t.elapsed(), bytes)
             };
-            let (mut store, mut default) = ((Duration::MAX, 0), (Duration::MAX, 0));
-            for _ in 0..5 {
-                let s = write_with(part::writer_properties());
-                let d = write_with(
-                    part::writer_properties_builder()
-                        .set_data_page_row_count_limit(usize::MAX)
-                        .build(),
-                );
-                store = (store.0.min(s.0), s.1);
-                default = (default.0.min(d.0), d.1);
-            }
-            println!(
-                "{{\"table\":\"{}\",\"store_pages_write_us_per_row\":{:.3},\"store_pages_bytes_per_row\":{:.1},\"default_pages_write_us_per_row\":{:.3},\"default_pages_bytes_per_row\":{:.1}}}",
-                table.name(),
-                per_row(store.0),
-                store.1 as f64 / rows as f64,
-                per_row(default.0),
-                default.1 as f64 / rows as f64
+            let (store, default) = alternate(
+                5,
+                || write_with(part::writer_properties()),
+                || {
+                    write_with(
+                        part::writer_properties_builder()
+                            .set_data_page_row_count_limit(usize::MAX)
+                            .build(),
+                    )
+                },
+            );
+            print_pair(
+                table,
+                rows,
+                ("store_pages", store),
+                ("default_pages", default),
             );
         }
+        // What the attribute key columns cost: the sorted part written
+        // with them (choosing the keys included) and without, alternated.
+        let write_keys = |with_keys: bool| {
+            let t = Instant::now();
+            let columns = match with_keys {
+                true => attribute_columns::choose(table, &sorted).unwrap(),
+                false => Vec::new(),
+            };
+            let mut out = Vec::new();
+            let mut w = part::Writer::new(&mut out, table, columns).unwrap();
+            for b in &sorted {
+                w.write(b).unwrap();
+            }
+            w.finish().unwrap();
+            (t.elapsed(), out.len())
+        };
+        let (keys, no_keys) = alternate(3, || write_keys(true), || write_keys(false));
+        print_pair(
+            table,
+            rows,
+            ("with_key_columns", keys),
+            ("without_key_columns", no_keys),
+        );
         // The token index a flush builds beside the part (text tables).
         let (mut index, mut index_bytes) = (Duration::ZERO, 0);
         let (mut tokenize, mut inverted_bytes) = (Duration::ZERO, 0);

@@ -4,7 +4,7 @@
 //! query suite on the very same rows:
 //!
 //! ```sh
-//! cargo run --release --example rewrite_parts -- DATA_DIR [--page-rows N] [--no-dictionary COLUMN]... [--encoding COLUMN=ENCODING]... [--compression COLUMN=CODEC]...
+//! cargo run --release --example rewrite_parts -- DATA_DIR [--page-rows N] [--no-dictionary COLUMN]... [--encoding COLUMN=ENCODING]... [--compression COLUMN=CODEC]... [--attribute-columns none]
 //! ```
 //!
 //! Run it only on a copy of a data directory with no server on it (the
@@ -16,8 +16,8 @@ use std::path::PathBuf;
 use arrow::record_batch::RecordBatchReader;
 use otelhouse_storage::manifest::Manifest;
 use otelhouse_storage::text_index;
-use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::schema::types::ColumnPath;
 
 fn main() -> anyhow::Result<()> {
@@ -34,10 +34,18 @@ fn main() -> anyhow::Result<()> {
         changes.push((flag, value));
     }
     // The store's settings (the same for every table), with the changes asked for.
+    let mut drop_key_columns = false;
     let props = {
         let mut props = otelhouse_storage::part::writer_properties_builder();
         for (flag, value) in &changes {
             props = match flag.as_str() {
+                // Parts without attribute key columns (`attribute_columns`),
+                // for A/B runs of what they cost the queries that do not
+                // use them.
+                "--attribute-columns" if value == "none" => {
+                    drop_key_columns = true;
+                    props
+                }
                 "--page-rows" => props.set_data_page_row_count_limit(value.parse()?),
                 "--no-dictionary" => {
                     props.set_column_dictionary_enabled(ColumnPath::from(value.as_str()), false)
@@ -70,7 +78,20 @@ fn main() -> anyhow::Result<()> {
             .ok_or_else(|| anyhow::anyhow!("part {} of unknown table {}", part.id, part.table))?;
         let path = parts_dir.join(part.relative_path());
         before += std::fs::metadata(&path)?.len();
-        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&path)?)?.build()?;
+        let mut builder = ParquetRecordBatchReaderBuilder::try_new(File::open(&path)?)?;
+        if drop_key_columns {
+            let file_schema = builder.schema().clone();
+            let roots = table
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| file_schema.index_of(f.name()))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+            builder = builder.with_projection(mask);
+            part.attribute_columns.clear();
+        }
+        let reader = builder.build()?;
         let tmp = path.with_extension("rewrite");
         let mut writer =
             ArrowWriter::try_new(File::create(&tmp)?, reader.schema(), Some(props.clone()))?;

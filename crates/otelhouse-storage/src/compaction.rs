@@ -85,6 +85,7 @@ mod tests {
             index_bytes: 0,
             min_time: partition,
             max_time: partition + 1,
+            attribute_columns: Vec::new(),
         }
     }
 

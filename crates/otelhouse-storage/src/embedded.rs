@@ -34,6 +34,7 @@ use otelhouse_schema::{Signal, Table};
 use otelhouse_wal::{Apply, Entry};
 use parking_lot::Mutex;
 
+use crate::attribute_columns;
 use crate::manifest::{self, Manifest, PartMeta};
 use crate::parts_table::{PartFile, PartsTable};
 use crate::query::{QueryError, TimeRange};
@@ -426,6 +427,15 @@ impl EmbeddedStore {
     ) -> anyhow::Result<Vec<Arc<LivePart>>> {
         let batches: Vec<RecordBatch> = batches.iter().map(|(_, b)| b.clone()).collect();
         let partitions = part::partition_and_sort(table, &batches)?;
+        // One choice of attribute keys for the whole flush (so "complete"
+        // holds for each part), recorded but not written: key columns cost
+        // the writer about as much again as the maps (part_write bench),
+        // and every row is written again when its hour is merged, with
+        // the columns of the keys its flushes chose.
+        let attribute_columns: Vec<_> = attribute_columns::choose(table, &batches)?
+            .into_iter()
+            .map(|c| c.unwritten())
+            .collect();
         let first_id = self.next_part_ids(partitions.len());
         let mut parts = Vec::with_capacity(partitions.len());
         for (i, rows) in partitions.into_iter().enumerate() {
@@ -440,6 +450,7 @@ impl EmbeddedStore {
                 index_bytes: 0,
                 min_time: rows.min_time,
                 max_time: rows.max_time,
+                attribute_columns: attribute_columns.clone(),
             };
             let part = self
                 .write_part(meta, rows.batches(&batches, part::SORTED_BATCH_ROWS))
@@ -471,7 +482,7 @@ impl EmbeddedStore {
         }
         let table = meta.table().expect("our own table name");
         let mut file = fs::File::create(&path)?;
-        let mut writer = part::Writer::new(&mut file, table)?;
+        let mut writer = part::Writer::new(&mut file, table, meta.attribute_columns.clone())?;
         let mut index = text_index::text_column(table)
             .map(|column| {
                 let path = self.inner.dir.join(meta.relative_index_path());
@@ -601,6 +612,13 @@ impl EmbeddedStore {
                 index_bytes: 0,
                 min_time: inputs.iter().map(|p| p.meta.min_time).min().unwrap_or(0),
                 max_time: inputs.iter().map(|p| p.meta.max_time).max().unwrap_or(0),
+                attribute_columns: attribute_columns::union(
+                    table,
+                    &inputs
+                        .iter()
+                        .map(|p| (p.meta.attribute_columns.as_slice(), p.meta.rows))
+                        .collect::<Vec<_>>(),
+                ),
             };
             let merged = self.merge(table, &inputs, meta)?;
             let ids: HashSet<u64> = inputs.iter().map(|p| p.meta.id).collect();
@@ -797,6 +815,8 @@ pub(crate) fn query_session(runtime: Arc<RuntimeEnv>) -> SessionContext {
     config.options_mut().sql_parser.enable_ident_normalization = false;
     let ctx = SessionContext::new_with_config_rt(config, runtime);
     ctx.register_udf(has_token::udf());
+    // Maps read only by constant keys are read from their key columns.
+    ctx.add_optimizer_rule(Arc::new(attribute_columns::KeysOnly));
     ctx
 }
 
@@ -1060,6 +1080,16 @@ pub(crate) mod tests {
         assert_eq!(count(&store).await, 600);
         assert!(merges >= 3, "merges happened during the queries ({merges})");
         assert!(checks >= 5, "queries ran while rows moved ({checks})");
+    }
+
+    /// A store in `dir` with one flushed logs part per `(service, times)`.
+    pub(crate) fn logs_parts(dir: &Path, parts: &[(&str, &[i64])]) {
+        let store = EmbeddedStore::open(dir, StoreOptions::default()).unwrap();
+        let mut applier = store.applier();
+        for (seq, (service, times)) in parts.iter().enumerate() {
+            applier.apply(seq as u64 + 1, timed(service, times));
+            store.flush(true).unwrap();
+        }
     }
 
     /// A logs request of one service whose records have the given times.

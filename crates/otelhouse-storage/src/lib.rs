@@ -5,6 +5,7 @@
 //! A ClickHouse backend implements the same trait; the WAL in front of both
 //! (see `otelhouse-wal`) is what makes an acknowledged record durable.
 
+pub mod attribute_columns;
 pub mod compaction;
 pub mod embedded;
 pub mod has_token;

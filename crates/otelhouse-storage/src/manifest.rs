@@ -16,6 +16,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use otelhouse_schema::Table;
+
+use crate::attribute_columns::AttributeColumns;
 use serde::{Deserialize, Serialize};
 
 const FILE: &str = "MANIFEST.json";
@@ -45,6 +47,10 @@ pub struct PartMeta {
     /// Smallest and largest row time, unix nanoseconds.
     pub min_time: i64,
     pub max_time: i64,
+    /// The attribute keys the part also holds as columns of their own
+    /// (`attribute_columns`); none for a part written before them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attribute_columns: Vec<AttributeColumns>,
 }
 
 impl PartMeta {
@@ -218,6 +224,7 @@ mod tests {
             index_bytes: 0,
             min_time: 1,
             max_time: 2,
+            attribute_columns: Vec::new(),
         });
         m.commit(dir.path()).unwrap();
         assert_eq!(Manifest::load(dir.path()).unwrap(), m);

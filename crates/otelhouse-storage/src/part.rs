@@ -17,6 +17,7 @@ use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterPropertiesBuilder};
 use parquet::schema::types::ColumnPath;
 
+use crate::attribute_columns::{self, AttributeColumns};
 use crate::manifest::partition_of;
 
 /// Columns queries filter on, whose statistics let DataFusion skip data.
@@ -135,20 +136,28 @@ pub struct Written {
     pub row_groups: Vec<u64>,
 }
 
-/// Writes one part, batch by batch (already in part order).
+/// Writes one part, batch by batch (already in part order), with the
+/// attribute key columns it was created with (`attribute_columns`).
 pub struct Writer<W: Write + Send> {
     inner: ArrowWriter<W>,
+    columns: Vec<AttributeColumns>,
+    schema: SchemaRef,
 }
 
 impl<W: Write + Send> Writer<W> {
-    pub fn new(out: W, table: Table) -> anyhow::Result<Self> {
+    pub fn new(out: W, table: Table, columns: Vec<AttributeColumns>) -> anyhow::Result<Self> {
+        let schema = attribute_columns::file_schema(table, &columns);
         Ok(Writer {
-            inner: ArrowWriter::try_new(out, table.schema(), Some(writer_properties()))?,
+            inner: ArrowWriter::try_new(out, schema.clone(), Some(writer_properties()))?,
+            columns,
+            schema,
         })
     }
 
+    /// `batch` has the table's schema; the key columns are added here.
     pub fn write(&mut self, batch: &RecordBatch) -> anyhow::Result<()> {
-        Ok(self.inner.write(batch)?)
+        let batch = attribute_columns::extend(batch, &self.columns, &self.schema)?;
+        Ok(self.inner.write(&batch)?)
     }
 
     /// Ends the file; the caller syncs it and commits it to the manifest
@@ -172,13 +181,15 @@ impl<W: Write + Send> Writer<W> {
     }
 }
 
-/// Writes `batches` as one part to `out`.
-pub fn write<'a, W: Write + Send>(
+/// Writes `batches` as one part to `out`, with the key columns
+/// `attribute_columns::choose` picks for them.
+pub fn write<W: Write + Send>(
     out: W,
     table: Table,
-    batches: impl IntoIterator<Item = &'a RecordBatch>,
+    batches: &[RecordBatch],
 ) -> anyhow::Result<Written> {
-    let mut writer = Writer::new(out, table)?;
+    let columns = attribute_columns::choose(table, batches)?;
+    let mut writer = Writer::new(out, table, columns)?;
     for batch in batches {
         writer.write(batch)?;
     }

@@ -10,10 +10,10 @@
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::Session;
-use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
+use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, DFSchema, Result, ScalarValue};
 use datafusion::datasource::TableProvider;
 use datafusion::datasource::file_format::FileFormat;
@@ -31,11 +31,15 @@ use datafusion::logical_expr::{
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::filter::FilterExecBuilder;
+use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::union::UnionExec;
+use datafusion::prelude::lit;
 use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 
+use crate::attribute_columns::{self, AttributeColumns, KeysWanted};
 use crate::has_token;
 use crate::text_index::{self, Index, Need};
+use otelhouse_schema::Table;
 
 /// A part's token index, opened (and verified) on first use.
 #[derive(Debug)]
@@ -86,6 +90,8 @@ pub struct PartFile {
     pub min_time: i64,
     pub max_time: i64,
     pub index: Arc<LazyIndex>,
+    /// The attribute keys the part holds as columns of their own.
+    pub attribute_columns: Arc<[AttributeColumns]>,
 }
 
 impl PartFile {
@@ -98,26 +104,52 @@ impl PartFile {
             min_time: meta.min_time,
             max_time: meta.max_time,
             index: Arc::new(LazyIndex::new(index, meta.rows)),
+            attribute_columns: meta.attribute_columns.clone().into(),
             path,
         }
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct PartsTable {
+    table: Table,
     schema: SchemaRef,
     time_column: &'static str,
     text_column: Option<&'static str>,
-    parts: Vec<PartFile>,
+    parts: Arc<[PartFile]>,
+    /// The maps the query reads only by these keys (set by
+    /// `attribute_columns::KeysOnly`): the scan may give them as maps of
+    /// those keys only.
+    keys_wanted: KeysWanted,
 }
 
 impl PartsTable {
-    pub fn new(table: otelhouse_schema::Table, parts: Vec<PartFile>) -> Self {
+    pub fn new(table: Table, parts: Vec<PartFile>) -> Self {
         PartsTable {
+            table,
             schema: table.schema(),
             time_column: table.time_column(),
             text_column: text_index::text_column(table),
-            parts,
+            parts: parts.into(),
+            keys_wanted: Vec::new(),
+        }
+    }
+
+    /// Whether parts of this table may hold `map`'s keys as columns.
+    pub fn has_attribute_columns(&self, map: &str) -> bool {
+        attribute_columns::maps(self.table).contains(&map)
+    }
+
+    pub fn keys_wanted(&self) -> &[(String, Vec<String>)] {
+        &self.keys_wanted
+    }
+
+    /// The same table, told that the query reads these maps only by these
+    /// keys.
+    pub fn with_keys_wanted(&self, keys: KeysWanted) -> PartsTable {
+        PartsTable {
+            keys_wanted: keys,
+            ..self.clone()
         }
     }
 }
@@ -176,7 +208,19 @@ impl TableProvider for PartsTable {
             .iter()
             .cloned()
             .partition(|f| is_time_bound(f, self.time_column));
-        // (file, whether the time bounds must be tested on its rows)
+        // The maps asked for that the query reads only by constant keys.
+        let wanted: KeysWanted = self
+            .keys_wanted
+            .iter()
+            .filter(|(map, _)| {
+                self.schema
+                    .index_of(map)
+                    .is_ok_and(|i| projection.is_none_or(|p| p.contains(&i)))
+            })
+            .cloned()
+            .collect();
+        // (file, whether the time bounds must be tested on its rows,
+        // whether its key columns answer for the wanted maps)
         let mut files = Vec::with_capacity(self.parts.len());
         for part in self
             .parts
@@ -195,14 +239,16 @@ impl TableProvider for PartsTable {
                 }
             }
             let inside = from < part.min_time && part.max_time < to;
-            files.push((file, !bounds.is_empty() && !inside));
+            let covered =
+                !wanted.is_empty() && attribute_columns::covers(&part.attribute_columns, &wanted);
+            files.push((file, !bounds.is_empty() && !inside, covered));
         }
-        let (edge, inside): (Vec<_>, Vec<_>) = files.into_iter().partition(|(_, edge)| *edge);
+        let (edge, inside): (Vec<_>, Vec<_>) = files.into_iter().partition(|(_, edge, _)| *edge);
         let mut plans = Vec::new();
         if !inside.is_empty() {
-            let inside = inside.into_iter().map(|(f, _)| f).collect();
+            let inside = inside.into_iter().map(|(f, _, c)| (f, c)).collect();
             plans.push(
-                self.scan_files(state, inside, projection, &others, limit)
+                self.scan_covered(state, inside, projection, &others, limit, &wanted)
                     .await?,
             );
         }
@@ -218,9 +264,9 @@ impl TableProvider for PartsTable {
             if !columns.contains(&time) {
                 columns.push(time);
             }
-            let edge = edge.into_iter().map(|(f, _)| f).collect();
+            let edge = edge.into_iter().map(|(f, _, c)| (f, c)).collect();
             let scan = self
-                .scan_files(state, edge, Some(&columns), &others, None)
+                .scan_covered(state, edge, Some(&columns), &others, None, &wanted)
                 .await?;
             let schema = DFSchema::try_from(scan.schema().as_ref().clone())?;
             let predicate = bounds
@@ -256,11 +302,101 @@ impl PartsTable {
         }
     }
 
-    /// A Parquet scan of `files` (each with its access plan, if any).
+    /// A scan of `files`, each flagged with whether its key columns answer
+    /// for the `wanted` maps: those files give the wanted maps as maps of
+    /// the wanted keys only, read from the key columns; the others are
+    /// read whole.
+    async fn scan_covered(
+        &self,
+        state: &dyn Session,
+        files: Vec<(PartitionedFile, bool)>,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+        wanted: &KeysWanted,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let (covered, whole): (Vec<_>, Vec<_>) = files.into_iter().partition(|(_, c)| *c);
+        let mut plans = Vec::new();
+        if !covered.is_empty() {
+            let covered = covered.into_iter().map(|(f, _)| f).collect();
+            plans.push(
+                self.scan_key_columns(state, covered, projection, filters, limit, wanted)
+                    .await?,
+            );
+        }
+        if !whole.is_empty() {
+            let whole = whole.into_iter().map(|(f, _)| f).collect();
+            let schema = self.schema.clone();
+            plans.push(
+                self.scan_files(state, whole, schema, projection, filters, limit)
+                    .await?,
+            );
+        }
+        match plans.len() {
+            1 => Ok(plans.pop().expect("one plan")),
+            _ => UnionExec::try_new(plans),
+        }
+    }
+
+    /// A scan of `files` that reads the `wanted` maps' keys from their key
+    /// columns (a file without one of them has no row with that key) and
+    /// gives each wanted map as a map of those keys (`attribute_map`).
+    /// The filters' `map['key']` read the key columns too.
+    async fn scan_key_columns(
+        &self,
+        state: &dyn Session,
+        files: Vec<PartitionedFile>,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+        wanted: &KeysWanted,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let all: Vec<usize> = (0..self.schema.fields().len()).collect();
+        let mut fields: Vec<FieldRef> = self.schema.fields().iter().cloned().collect();
+        // The columns of the file schema read, and the output columns
+        // computed from them.
+        let mut read = Vec::new();
+        let mut outputs = Vec::new();
+        for &c in projection.unwrap_or(&all) {
+            let name = self.schema.field(c).name();
+            let Some((map, keys)) = wanted.iter().find(|(m, _)| m == name) else {
+                read.push(c);
+                outputs.push((Expr::Column(Column::new_unqualified(name)), name.clone()));
+                continue;
+            };
+            let mut args = Vec::with_capacity(2 * keys.len());
+            for key in keys {
+                let column = attribute_columns::column_name(map, key);
+                fields.push(Arc::new(Field::new(&column, DataType::Utf8, true)));
+                read.push(fields.len() - 1);
+                args.push(lit(key.as_str()));
+                args.push(Expr::Column(Column::new_unqualified(column)));
+            }
+            outputs.push((attribute_columns::attribute_map().call(args), name.clone()));
+        }
+        let filters = filters
+            .iter()
+            .map(|f| key_columns_of(f.clone(), wanted))
+            .collect::<Result<Vec<_>>>()?;
+        let schema = Arc::new(Schema::new(fields));
+        let scan = self
+            .scan_files(state, files, schema, Some(&read), &filters, limit)
+            .await?;
+        let input = DFSchema::try_from(scan.schema().as_ref().clone())?;
+        let exprs = outputs
+            .into_iter()
+            .map(|(e, name)| Ok((state.create_physical_expr(e, &input)?, name)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Arc::new(ProjectionExec::try_new(exprs, scan)?))
+    }
+
+    /// A Parquet scan of `files` (each with its access plan, if any), whose
+    /// columns `schema` gives (the table's, or with key columns).
     async fn scan_files(
         &self,
         state: &dyn Session,
         mut files: Vec<PartitionedFile>,
+        schema: SchemaRef,
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
         limit: Option<usize>,
@@ -278,7 +414,7 @@ impl PartsTable {
             let options = ListingOptions::new(Arc::new(format)).with_file_extension(".parquet");
             let config = ListingTableConfig::new_with_multi_paths(urls)
                 .with_listing_options(options)
-                .with_schema(self.schema.clone());
+                .with_schema(schema);
             return ListingTable::try_new(config)?
                 .scan(state, projection, filters, limit)
                 .await;
@@ -295,7 +431,7 @@ impl PartsTable {
             g.0 += f.object_meta.size;
             g.1.push(f);
         }
-        let source = format.file_source(self.schema.clone().into());
+        let source = format.file_source(schema.into());
         let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), source)
             .with_file_groups(groups.into_iter().map(|(_, g)| FileGroup::new(g)).collect())
             .with_projection_indices(projection.cloned())?
@@ -421,6 +557,29 @@ fn is_time_bound(e: &Expr, column: &str) -> bool {
             ))
         ),
     }
+}
+
+/// `e` with each `map['key']` of a wanted map turned into the key's
+/// column (see `PartsTable::scan_key_columns`).
+fn key_columns_of(e: Expr, wanted: &KeysWanted) -> Result<Expr> {
+    e.transform_down(|e| {
+        let column = attribute_columns::key_access(&e)
+            .filter(|(map, key)| {
+                wanted
+                    .iter()
+                    .any(|(m, keys)| m == map && keys.iter().any(|k| k == key))
+            })
+            .map(|(map, key)| attribute_columns::column_name(map, key));
+        Ok(match column {
+            Some(c) => Transformed::new(
+                Expr::Column(Column::new_unqualified(c)),
+                true,
+                TreeNodeRecursion::Jump,
+            ),
+            None => Transformed::no(e),
+        })
+    })
+    .data()
 }
 
 /// `e` with its columns unqualified, to plan it against the scan's schema.

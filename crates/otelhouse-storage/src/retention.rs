@@ -146,6 +146,7 @@ mod tests {
             index_bytes: 0,
             min_time: partition,
             max_time: partition + HOUR_NANOS - 1,
+            attribute_columns: Vec::new(),
         }
     }
 

@@ -73,7 +73,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::embedded::tests::timed;
+    use crate::embedded::tests::{logs_parts, timed};
     use crate::manifest::{HOUR_NANOS, partition_name};
     use crate::{EmbeddedStore, StoreOptions};
     use arrow::array::AsArray;
@@ -92,14 +92,13 @@ mod tests {
     async fn parts_the_filters_rule_out_are_not_read() {
         let dir = tempfile::tempdir().unwrap();
         let t0 = 1_700_000_000_000_000_000 / HOUR_NANOS * HOUR_NANOS;
-        {
-            let store = EmbeddedStore::open(dir.path(), StoreOptions::default()).unwrap();
-            let mut applier = store.applier();
-            applier.apply(1, timed("old", &[t0 + 1, t0 + 2]));
-            store.flush(true).unwrap();
-            applier.apply(2, timed("new", &[t0 + HOUR_NANOS + 1, t0 + HOUR_NANOS + 2]));
-            store.flush(true).unwrap();
-        }
+        logs_parts(
+            dir.path(),
+            &[
+                ("old", &[t0 + 1, t0 + 2]),
+                ("new", &[t0 + HOUR_NANOS + 1, t0 + HOUR_NANOS + 2]),
+            ],
+        );
         let old = dir
             .path()
             .join("parts/otel_logs")
@@ -180,6 +179,105 @@ mod tests {
         ))
         .await;
         assert_eq!(total(&limited), 3);
+    }
+
+    /// Queries that read attribute maps only by constant keys read merged
+    /// parts' key columns; every such query gives the rows it gives
+    /// reading the maps whole. The parts: generated logs merged (with key
+    /// columns), then a flush of more (keys chosen, not written) and one
+    /// of logs without attributes.
+    #[tokio::test]
+    async fn attribute_keys_from_their_columns_give_the_rows_of_the_maps() {
+        use otelhouse_loadgen::r#gen::{Generator, recent_range};
+        let dir = tempfile::tempdir().unwrap();
+        let range = recent_range(600);
+        {
+            let store = EmbeddedStore::open(dir.path(), StoreOptions::default()).unwrap();
+            let mut applier = store.applier();
+            let mut g = Generator::new(7);
+            let mut logs = |seq| {
+                applier.apply(
+                    seq,
+                    otelhouse_otlp::convert::logs(&g.logs_request(2000, range)),
+                );
+                store.flush(true).unwrap();
+            };
+            logs(1);
+            logs(2);
+            let sealed = range.1 as i64 + 2 * HOUR_NANOS;
+            let merging = store.clone();
+            let merged = tokio::task::spawn_blocking(move || {
+                let mut merged = 0;
+                while merging.compact_once(sealed).unwrap() {
+                    merged += 1;
+                }
+                merged
+            })
+            .await
+            .unwrap();
+            assert!(merged >= 1);
+            logs(3);
+            applier.apply(4, timed("bare", &[range.0 as i64 + 1]));
+            store.flush(true).unwrap();
+        }
+        let ctx = session(dir.path()).unwrap();
+        let whole = session(dir.path()).unwrap();
+        assert!(whole.remove_optimizer_rule("attribute_keys_only"));
+        let text = |ctx: &SessionContext, sql: &str| {
+            let (ctx, sql) = (ctx.clone(), sql.to_owned());
+            async move {
+                let (batches, _) = run(&ctx, &sql, 1).await.unwrap();
+                arrow::util::pretty::pretty_format_batches(&batches)
+                    .unwrap()
+                    .to_string()
+            }
+        };
+        for (sql, by_keys) in [
+            (
+                "SELECT LogAttributes['http.route'] AS v, count(*) AS c FROM otel_logs \
+                 WHERE ServiceName = 'shipping' GROUP BY v ORDER BY c DESC, v",
+                true,
+            ),
+            (
+                "SELECT count(*) FROM otel_logs WHERE LogAttributes['http.route'] = '/healthz'",
+                true,
+            ),
+            (
+                "SELECT ResourceAttributes['k8s.pod.name'] AS pod, LogAttributes['user.id'] AS u, \
+                 LogAttributes['http.route'] AS r, Body FROM otel_logs \
+                 WHERE LogAttributes['user.id'] IS NOT NULL ORDER BY Timestamp, Body, pod, u",
+                true,
+            ),
+            (
+                "SELECT count(*) FROM otel_logs \
+                 WHERE array_element(map_extract(LogAttributes, 'http.route'), 1) = '/healthz'",
+                true,
+            ),
+            (
+                "SELECT count(LogAttributes['no.such.key']) AS n, count(*) AS c FROM otel_logs",
+                true,
+            ),
+            (
+                "SELECT LogAttributes['http.route'] AS r, cardinality(LogAttributes) AS n \
+                 FROM otel_logs ORDER BY Timestamp, Body LIMIT 50",
+                false,
+            ),
+            (
+                "SELECT * FROM otel_logs WHERE LogAttributes['http.route'] = '/healthz' \
+                 ORDER BY Timestamp, Body LIMIT 20",
+                false,
+            ),
+        ] {
+            let got = text(&ctx, sql).await;
+            assert_eq!(got, text(&whole, sql).await, "{sql}");
+            assert!(got.lines().count() > 4, "{sql} gives rows:\n{got}");
+            let plan = text(&ctx, &format!("EXPLAIN {sql}")).await;
+            assert_eq!(
+                plan.contains(crate::attribute_columns::MAP_FUNCTION),
+                by_keys,
+                "{sql}:\n{plan}"
+            );
+        }
     }
 
     #[tokio::test]
