@@ -10,6 +10,7 @@ pub mod compaction;
 pub mod embedded;
 pub mod has_token;
 pub mod manifest;
+pub mod page_index_cache;
 pub mod part;
 pub mod parts_table;
 pub mod query;

@@ -38,6 +38,7 @@ use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 
 use crate::attribute_columns::{self, AttributeColumns, KeysWanted};
 use crate::has_token;
+use crate::page_index_cache;
 use crate::text_index::{self, Index, Need};
 use otelhouse_schema::Table;
 
@@ -415,9 +416,10 @@ impl PartsTable {
             let config = ListingTableConfig::new_with_multi_paths(urls)
                 .with_listing_options(options)
                 .with_schema(schema);
-            return ListingTable::try_new(config)?
+            let plan = ListingTable::try_new(config)?
                 .scan(state, projection, filters, limit)
-                .await;
+                .await?;
+            return page_index_cache::cache_page_indexes(plan, state);
         }
         // Spread the files over the session's partitions, largest first.
         let groups_n = state.config().target_partitions().max(1).min(files.len());
@@ -437,7 +439,8 @@ impl PartsTable {
             .with_projection_indices(projection.cloned())?
             .with_limit(limit)
             .build();
-        format.create_physical_plan(state, config).await
+        let plan = format.create_physical_plan(state, config).await?;
+        page_index_cache::cache_page_indexes(plan, state)
     }
 }
 
