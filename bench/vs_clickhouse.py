@@ -10,7 +10,9 @@ same dataset and the same queries (issue 3).
    and bloom skip indexes, materialized columns); the very rows otelhouse
    stored, inserted from its Parquet parts; ingest time = the INSERTs, then
    the time until merges settle; bytes = system.parts.
-4. Queries Q1-Q6, each run --runs times on both; p50 per query.
+4. Queries Q1-Q6, --rounds rounds of --runs runs on each side, the sides
+   taking turns; per query the median p50 per side and the median of the
+   rounds' ratios.
 
 Prints one JSON object. Usage:
   bench/vs_clickhouse.py --otelhouse BIN --loadgen BIN [--logs N --spans N --hours H]
@@ -271,25 +273,36 @@ def clickhouse_settled(s, limit_s):
 
 
 def run_queries(args, data, s, d):
-    """Each query (those named in --only, if given) --runs times on both
-    sides; p50s, their ratio and both row counts."""
+    """Each query (those named in --only, if given) in --rounds rounds, the
+    two sides taking turns: per round --runs runs of ours (one process,
+    as `otelhouse sql --repeat`), then --runs of ClickHouse's. Per side
+    the median of the rounds' p50s; the ratio is the median of the rounds'
+    ratios, so a slow spell of the machine weighs on both sides alike.
+    Both row counts."""
     results = []
     for name, df_sql, ch_sql in queries(d):
         if args.only and not any(name.startswith(q) for q in args.only):
             continue
-        out = run([args.otelhouse, "sql", "--data-dir", data, "--repeat", str(args.runs), df_sql])
-        timing = json.loads(out.stderr.strip().splitlines()[-1])
-        our_rows = len(out.stdout.splitlines())
-        ch_times = []
-        for _ in range(args.runs):
-            t = time.time()
-            res = s.query(ch_sql, "JSONEachRow")
-            ch_times.append((time.time() - t) * 1e3)
-        ch_rows = len(res.data().splitlines())
-        ch_p50 = statistics.median(ch_times)
-        results.append({"query": name, "otelhouse_p50_ms": round(timing["p50_ms"], 1),
-                        "clickhouse_p50_ms": round(ch_p50, 1),
-                        "ratio": round(timing["p50_ms"] / ch_p50, 2),
+        ours, theirs, ratios = [], [], []
+        for _ in range(max(args.rounds, 1)):
+            out = run([args.otelhouse, "sql", "--data-dir", data, "--repeat", str(args.runs), df_sql])
+            our_p50 = json.loads(out.stderr.strip().splitlines()[-1])["p50_ms"]
+            our_rows = len(out.stdout.splitlines())
+            ch_times = []
+            for _ in range(args.runs):
+                t = time.time()
+                res = s.query(ch_sql, "JSONEachRow")
+                ch_times.append((time.time() - t) * 1e3)
+            ch_rows = len(res.data().splitlines())
+            ch_p50 = statistics.median(ch_times)
+            ours.append(our_p50)
+            theirs.append(ch_p50)
+            ratios.append(our_p50 / ch_p50)
+        results.append({"query": name,
+                        "otelhouse_p50_ms": round(statistics.median(ours), 1),
+                        "clickhouse_p50_ms": round(statistics.median(theirs), 1),
+                        "ratio": round(statistics.median(ratios), 2),
+                        "round_ratios": [round(r, 2) for r in ratios],
                         "rows": [our_rows, ch_rows]})
     return results
 
@@ -311,6 +324,8 @@ def main():
     p.add_argument("--loadgen", required=True)
     add_dataset_args(p)
     p.add_argument("--runs", type=int, default=7)
+    p.add_argument("--rounds", type=int, default=3,
+                   help="rounds of --runs per side, the sides taking turns")
     p.add_argument("--settle-limit", type=int, default=600)
     p.add_argument("--keep", metavar="DIR",
                    help="work in DIR (must not exist) and keep it: both stores, for re-running queries")
