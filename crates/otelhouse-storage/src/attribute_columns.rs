@@ -5,9 +5,9 @@
 //! A query like "top `http.route` of the gateway's logs" used to decode
 //! every key and value of `LogAttributes` (15 of each per row) to find one
 //! of them; ClickStack answers it the same way unless an operator adds a
-//! MATERIALIZED column for that key. Here every part materializes its
-//! keys (up to [`MAX_KEYS`] per map, most frequent first) when it is
-//! written:
+//! MATERIALIZED column for that key. Here each flush chooses its parts'
+//! keys (up to [`MAX_KEYS`] per map, most frequent first; [`choose`]) and
+//! each merge writes its inputs' keys ([`union`]):
 //! - the map column stays as it was (whole rows, `SELECT *`, merges and
 //!   every other reader see nothing new);
 //! - each chosen key adds a nullable `Utf8` column named

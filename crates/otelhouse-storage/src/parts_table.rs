@@ -13,7 +13,7 @@ use std::sync::{Arc, OnceLock};
 use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::Session;
-use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
 use datafusion::common::{Column, DFSchema, Result, ScalarValue};
 use datafusion::datasource::TableProvider;
 use datafusion::datasource::file_format::FileFormat;
@@ -342,7 +342,9 @@ impl PartsTable {
     /// A scan of `files` that reads the `wanted` maps' keys from their key
     /// columns (a file without one of them has no row with that key) and
     /// gives each wanted map as a map of those keys (`attribute_map`).
-    /// The filters' `map['key']` read the key columns too.
+    /// A filter on `map['key']` needs nothing here: DataFusion pushes it
+    /// through the projection into the Parquet scan, where it reads the
+    /// key column through `attribute_map`.
     async fn scan_key_columns(
         &self,
         state: &dyn Session,
@@ -375,13 +377,9 @@ impl PartsTable {
             }
             outputs.push((attribute_columns::attribute_map().call(args), name.clone()));
         }
-        let filters = filters
-            .iter()
-            .map(|f| key_columns_of(f.clone(), wanted))
-            .collect::<Result<Vec<_>>>()?;
         let schema = Arc::new(Schema::new(fields));
         let scan = self
-            .scan_files(state, files, schema, Some(&read), &filters, limit)
+            .scan_files(state, files, schema, Some(&read), filters, limit)
             .await?;
         let input = DFSchema::try_from(scan.schema().as_ref().clone())?;
         let exprs = outputs
@@ -560,29 +558,6 @@ fn is_time_bound(e: &Expr, column: &str) -> bool {
             ))
         ),
     }
-}
-
-/// `e` with each `map['key']` of a wanted map turned into the key's
-/// column (see `PartsTable::scan_key_columns`).
-fn key_columns_of(e: Expr, wanted: &KeysWanted) -> Result<Expr> {
-    e.transform_down(|e| {
-        let column = attribute_columns::key_access(&e)
-            .filter(|(map, key)| {
-                wanted
-                    .iter()
-                    .any(|(m, keys)| m == map && keys.iter().any(|k| k == key))
-            })
-            .map(|(map, key)| attribute_columns::column_name(map, key));
-        Ok(match column {
-            Some(c) => Transformed::new(
-                Expr::Column(Column::new_unqualified(c)),
-                true,
-                TreeNodeRecursion::Jump,
-            ),
-            None => Transformed::no(e),
-        })
-    })
-    .data()
 }
 
 /// `e` with its columns unqualified, to plan it against the scan's schema.
