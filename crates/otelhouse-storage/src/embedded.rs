@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
 use datafusion::datasource::MemTable;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::memory_pool::GreedyMemoryPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{
@@ -40,7 +41,7 @@ use crate::parts_table::{PartFile, PartsTable};
 use crate::query::{QueryError, TimeRange};
 use crate::retention::{self, RetentionPolicy};
 use crate::{compaction, part};
-use crate::{has_token, text_index};
+use crate::{count_runs, has_token, percentile, text_index};
 
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -813,8 +814,19 @@ pub(crate) fn query_session(runtime: Arc<RuntimeEnv>) -> SessionContext {
     // SQL mode: column names are ClickStack's CamelCase, matched as
     // written (as ClickHouse does).
     config.options_mut().sql_parser.enable_ident_normalization = false;
-    let ctx = SessionContext::new_with_config_rt(config, runtime);
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_runtime_env(runtime)
+        .with_default_features()
+        // Counts per time bucket add up runs of rows instead of hashing
+        // each row.
+        .with_physical_optimizer_rule(Arc::new(count_runs::CountRuns))
+        .build();
+    let ctx = SessionContext::new_with_state(state);
     ctx.register_udf(has_token::udf());
+    // In place of DataFusion's: the same function with a groups
+    // accumulator (p95 per service without a sort per batch and group).
+    ctx.register_udaf(percentile::udaf());
     // Maps read only by constant keys are read from their key columns.
     ctx.add_optimizer_rule(Arc::new(attribute_columns::KeysOnly));
     ctx

@@ -7,12 +7,14 @@
 
 pub mod attribute_columns;
 pub mod compaction;
+pub mod count_runs;
 pub mod embedded;
 pub mod has_token;
 pub mod manifest;
 pub mod page_index_cache;
 pub mod part;
 pub mod parts_table;
+pub mod percentile;
 pub mod query;
 pub mod reads;
 pub mod retention;
