@@ -41,7 +41,7 @@ use crate::parts_table::{PartFile, PartsTable};
 use crate::query::{QueryError, TimeRange};
 use crate::retention::{self, RetentionPolicy};
 use crate::{compaction, part};
-use crate::{count_runs, has_token, percentile, text_index};
+use crate::{count_runs, has_token, text_index};
 
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -824,9 +824,6 @@ pub(crate) fn query_session(runtime: Arc<RuntimeEnv>) -> SessionContext {
         .build();
     let ctx = SessionContext::new_with_state(state);
     ctx.register_udf(has_token::udf());
-    // In place of DataFusion's: the same function with a groups
-    // accumulator (p95 per service without a sort per batch and group).
-    ctx.register_udaf(percentile::udaf());
     // Maps read only by constant keys are read from their key columns.
     ctx.add_optimizer_rule(Arc::new(attribute_columns::KeysOnly));
     ctx

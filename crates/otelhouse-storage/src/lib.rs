@@ -14,7 +14,6 @@ pub mod manifest;
 pub mod page_index_cache;
 pub mod part;
 pub mod parts_table;
-pub mod percentile;
 pub mod query;
 pub mod reads;
 pub mod retention;
