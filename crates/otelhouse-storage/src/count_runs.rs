@@ -18,7 +18,11 @@
 //! a key more than once: when its table holds `8 × batch size` keys, or the
 //! query memory pool refuses it more, it emits what it has and starts
 //! again (as DataFusion's partial aggregation does), so a key per row
-//! (`GROUP BY Timestamp`) costs bounded memory, never an error.
+//! (`GROUP BY Timestamp`) costs bounded memory, never an error. When a
+//! full table shows runs of under two rows on average, the table gains
+//! nothing: it then passes each batch's runs through as they come (as
+//! DataFusion's partial aggregation stops aggregating when it sees
+//! nearly as many groups as rows), one output row per run, no lookups.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -37,7 +41,9 @@ use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
+use datafusion::physical_plan::metrics::{
+    BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet, RecordOutput,
+};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties,
@@ -230,22 +236,37 @@ impl ExecutionPlan for CountRunsExec {
         let counts = Counts::new(reservation, 8 * batch_size.max(1));
         // Reads input until the table is full or the input ends, then
         // emits the table (a run of batches) and, unless the input ended,
-        // goes on with the table emptied.
-        let emissions = futures::stream::unfold(Some((input, counts)), move |state| {
+        // goes on with the table emptied — or, once the runs proved
+        // short, passes every later batch's runs through.
+        let emissions = futures::stream::unfold(Some((input, counts, false)), move |state| {
             let (key, schema, metrics) = (key.clone(), schema.clone(), metrics.clone());
             async move {
-                let (mut input, mut counts) = state?;
-                let emit = |counts: &mut Counts| {
-                    let batches = counts.take_batches(&schema, batch_size)?;
+                let (mut input, mut counts, pass_through) = state?;
+                let emit = |batches: Result<Vec<RecordBatch>>| {
+                    let batches = batches?;
                     for b in &batches {
-                        metrics.record_output(b.num_rows());
+                        b.record_output(&metrics);
                     }
                     Ok::<_, DataFusionError>(futures::stream::iter(batches.into_iter().map(Ok)))
                 };
+                if pass_through {
+                    let Some(batch) = input.next().await else {
+                        metrics.done();
+                        return None;
+                    };
+                    let runs = batch.and_then(|batch| {
+                        let _timer = metrics.elapsed_compute().timer();
+                        let keys = key.evaluate(&batch)?.into_array(batch.num_rows())?;
+                        Ok(vec![runs_batch(&keys, &schema)?])
+                    });
+                    let out = emit(runs);
+                    let next = out.is_ok().then_some((input, counts, true));
+                    return Some((out, next));
+                }
                 loop {
                     let Some(batch) = input.next().await else {
                         metrics.done();
-                        return Some((emit(&mut counts), None));
+                        return Some((emit(counts.take_batches(&schema, batch_size)), None));
                     };
                     let room = batch.and_then(|batch| {
                         let _timer = metrics.elapsed_compute().timer();
@@ -256,8 +277,9 @@ impl ExecutionPlan for CountRunsExec {
                         Err(e) => return Some((Err(e), None)),
                         Ok(true) => {}
                         Ok(false) => {
-                            let out = emit(&mut counts);
-                            return Some((out, Some((input, counts))));
+                            let short_runs = counts.runs_are_short();
+                            let out = emit(counts.take_batches(&schema, batch_size));
+                            return Some((out, Some((input, counts, short_runs))));
                         }
                     }
                 }
@@ -278,6 +300,8 @@ struct Counts {
     reservation: MemoryReservation,
     /// Keys the table may hold before it is emitted.
     max_keys: usize,
+    /// Rows counted since the last emission.
+    rows: usize,
 }
 
 /// What one key costs in the table (key, count, and the table's slack).
@@ -290,15 +314,22 @@ impl Counts {
             nulls: 0,
             reservation,
             max_keys,
+            rows: 0,
         }
+    }
+
+    /// The table is full of keys whose runs averaged under two rows:
+    /// hashing them saved less than it cost.
+    fn runs_are_short(&self) -> bool {
+        self.per_key.len() >= self.max_keys && self.rows < 2 * self.per_key.len()
     }
 
     /// Counts `keys` (an array of a type stored as i64), one table lookup
     /// per run of equal keys; false when the table should be emitted (it
     /// holds `max_keys`, or the pool refuses it more memory).
     fn add(&mut self, keys: &ArrayRef) -> bool {
-        let data = keys.to_data();
-        let values = ScalarBuffer::<i64>::new(data.buffers()[0].clone(), data.offset(), data.len());
+        self.rows += keys.len();
+        let values = i64_values(keys);
         match keys.nulls().filter(|n| n.null_count() > 0) {
             None => self.add_runs(values.iter().copied()),
             Some(nulls) => {
@@ -332,36 +363,59 @@ impl Counts {
         }
     }
 
-    /// One row per key (in key order, nulls last): the key as the
-    /// aggregation's key type, then the count in every count column.
+    /// One row per key (in no particular order, as an aggregation's
+    /// groups come; nulls last): the key as the
+    /// aggregation's key type, then the count in every count column —
     /// and empties the table.
     fn take_batches(&mut self, schema: &SchemaRef, batch_size: usize) -> Result<Vec<RecordBatch>> {
         let mut rows: Vec<(Option<i64>, i64)> = std::mem::take(&mut self.per_key)
             .into_iter()
             .map(|(k, n)| (Some(k), n))
             .collect();
-        rows.sort_unstable();
         if self.nulls > 0 {
             rows.push((None, std::mem::take(&mut self.nulls)));
         }
         self.reservation.free();
-        let key_type = schema.field(0).data_type();
+        self.rows = 0;
         rows.chunks(batch_size.max(1))
-            .map(|chunk| {
-                let keys = Int64Array::from_iter(chunk.iter().map(|(k, _)| *k)).into_data();
-                let keys = ArrayData::builder(key_type.clone())
-                    .len(keys.len())
-                    .buffers(keys.buffers().to_vec())
-                    .nulls(keys.nulls().cloned())
-                    .build()?;
-                let counts: ArrayRef =
-                    Arc::new(Int64Array::from_iter_values(chunk.iter().map(|(_, n)| *n)));
-                let mut columns = vec![make_array(keys)];
-                columns.resize(schema.fields().len(), counts);
-                Ok(RecordBatch::try_new(schema.clone(), columns)?)
-            })
+            .map(|chunk| counts_batch(chunk, schema))
             .collect()
     }
+}
+
+/// The i64 values under an array of a type stored as i64.
+fn i64_values(keys: &ArrayRef) -> ScalarBuffer<i64> {
+    let data = keys.to_data();
+    ScalarBuffer::<i64>::new(data.buffers()[0].clone(), data.offset(), data.len())
+}
+
+/// One output row per run of equal keys (nulls included) of `keys`.
+fn runs_batch(keys: &ArrayRef, schema: &SchemaRef) -> Result<RecordBatch> {
+    let values = i64_values(keys);
+    let mut runs: Vec<(Option<i64>, i64)> = Vec::new();
+    for i in 0..keys.len() {
+        let k = keys.is_valid(i).then(|| values[i]);
+        match runs.last_mut() {
+            Some((key, n)) if *key == k => *n += 1,
+            _ => runs.push((k, 1)),
+        }
+    }
+    counts_batch(&runs, schema)
+}
+
+/// `(key, count)` rows as the aggregation's output: the key as its key
+/// type, the count in every count column.
+fn counts_batch(rows: &[(Option<i64>, i64)], schema: &SchemaRef) -> Result<RecordBatch> {
+    let keys = Int64Array::from_iter(rows.iter().map(|(k, _)| *k)).into_data();
+    let keys = ArrayData::builder(schema.field(0).data_type().clone())
+        .len(keys.len())
+        .buffers(keys.buffers().to_vec())
+        .nulls(keys.nulls().cloned())
+        .build()?;
+    let counts: ArrayRef = Arc::new(Int64Array::from_iter_values(rows.iter().map(|(_, n)| *n)));
+    let mut columns = vec![make_array(keys)];
+    columns.resize(schema.fields().len(), counts);
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
 #[cfg(test)]
@@ -540,8 +594,10 @@ mod tests {
         assert!(!c.add(&keys(&[Some(4), Some(5), Some(1)])));
         let out = c.take_batches(&schema, 2).unwrap();
         assert_eq!(out.len(), 3);
+        let mut out = rows(&out);
+        out[..5].sort();
         assert_eq!(
-            rows(&out),
+            out,
             [
                 (Some(1), 3),
                 (Some(2), 1),
@@ -554,8 +610,40 @@ mod tests {
         assert!(c.add(&keys(&[Some(7)])));
         assert_eq!(rows(&c.take_batches(&schema, 8).unwrap()), [(Some(7), 1)]);
         // A pool with no room: every batch is counted, then emitted.
+        assert!(!c.runs_are_short(), "an emptied table");
         let mut c = counts(0, 4);
         assert!(!c.add(&keys(&[Some(9), Some(9)])));
         assert_eq!(rows(&c.take_batches(&schema, 8).unwrap()), [(Some(9), 2)]);
+    }
+
+    #[test]
+    fn short_runs_are_told_apart_and_passed_through_run_by_run() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, true),
+            Field::new("n", DataType::Int64, false),
+        ]));
+        // Full after 5 rows of 4 keys: runs average 1.25 rows.
+        let mut c = counts(1 << 20, 4);
+        assert!(!c.add(&keys(&[Some(1), Some(2), Some(2), Some(3), Some(4)])));
+        assert!(c.runs_are_short());
+        // Full after 8 rows of 4 keys: runs of 2 are worth the table.
+        let mut c = counts(1 << 20, 4);
+        assert!(c.add(&keys(&[Some(1), Some(1), Some(2), Some(2)])));
+        assert!(!c.add(&keys(&[Some(3), Some(3), Some(4), Some(4)])));
+        assert!(!c.runs_are_short());
+        // The pool refusing memory is not a sign of short runs.
+        let mut c = counts(0, 4);
+        assert!(!c.add(&keys(&[Some(9)])));
+        assert!(!c.runs_are_short());
+
+        let out = runs_batch(
+            &keys(&[Some(5), Some(5), None, None, Some(5), Some(6)]),
+            &schema,
+        )
+        .unwrap();
+        assert_eq!(
+            rows(&[out]),
+            [(Some(5), 2), (None, 2), (Some(5), 1), (Some(6), 1)]
+        );
     }
 }
