@@ -49,6 +49,9 @@ use arrow::array::{Array, StringArray};
 /// (before 2026-12-03) keep working.
 pub const BLOCK_ROWS: u64 = 2048;
 const SEGMENT_BLOCKS: u64 = 64;
+/// Slots of the builder's cache of keys already set in the block (16
+/// bytes each: 64 KiB, which stays in cache beside the 8 MiB filter).
+const SEEN_SLOTS: usize = 4096;
 /// Probes per token: with a block's filter at most [`MAX_FILL`] full, a
 /// token absent from a block is taken for present with probability
 /// about 0.35⁴ ≈ 1.5 %. The probes are spread over the whole filter: with
@@ -122,20 +125,59 @@ impl Key {
     }
 }
 
+/// ASCII letters and digits: the bytes of an ASCII token.
+static ASCII_TOKEN_BYTE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 128 {
+        table[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    table
+};
+
+/// The key of an ASCII token (letters and digits only), a word at a time:
+/// the key `Key::push` gives its lower-cased bytes one by one. Every byte
+/// is a letter or a digit, so setting bit 0x20 lower-cases the letters
+/// and leaves the digits as they are.
+fn ascii_token_key(token: &[u8]) -> u64 {
+    const LOWER: u64 = 0x2020_2020_2020_2020;
+    let mut h = FNV_OFFSET;
+    let mut words = token.chunks_exact(8);
+    for w in &mut words {
+        let word = u64::from_be_bytes(w.try_into().expect("8 bytes")) | LOWER;
+        h = (h ^ word).wrapping_mul(FNV_PRIME);
+    }
+    let word = words
+        .remainder()
+        .iter()
+        .fold(0u64, |w, &b| (w << 8) | u64::from(b | 0x20));
+    Key {
+        h,
+        word,
+        len: token.len() as u32,
+    }
+    .finish()
+}
+
 /// Calls `f` with the key of every token of `text` (repeats included).
 pub fn for_each_token(text: &str, mut f: impl FnMut(u64)) {
     if text.is_ascii() {
-        let mut key = Key::EMPTY;
-        for b in text.bytes() {
-            if b.is_ascii_alphanumeric() {
-                key.push(b.to_ascii_lowercase());
-            } else if key.len > 0 {
-                f(key.finish());
-                key = Key::EMPTY;
+        // Token bounds by table, then each token hashed a word at a time
+        // (the part_write bench: see BENCHMARKS.md, "Index build").
+        let bytes = text.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            while i < bytes.len() && !ASCII_TOKEN_BYTE[bytes[i] as usize] {
+                i += 1;
             }
-        }
-        if key.len > 0 {
-            f(key.finish());
+            let start = i;
+            while i < bytes.len() && ASCII_TOKEN_BYTE[bytes[i] as usize] {
+                i += 1;
+            }
+            if i > start {
+                f(ascii_token_key(&bytes[start..i]));
+            }
         }
         return;
     }
@@ -239,6 +281,12 @@ pub struct Builder {
     words: Vec<u64>,
     /// Keys of the current block not yet set in `words`.
     keys: Vec<u64>,
+    /// Keys already set, each with its block's tag (see `set_bits`): a
+    /// token that every row of a block repeats (a template's words) sets
+    /// its bits once per block, not once per row. Exact: a slot holds
+    /// one key, and a key is skipped only if its slot holds it for this
+    /// block.
+    seen: Vec<(u64, u64)>,
     rows: u64,
     written: u64,
     directory: Vec<(u64, u32, u32)>,
@@ -259,6 +307,7 @@ impl Builder {
             out: BufWriter::with_capacity(1 << 16, File::create(path)?),
             words: vec![0; 1 << MAX_WORDS_LOG2],
             keys: Vec::with_capacity(4096 + 256),
+            seen: vec![(0, 0); SEEN_SLOTS],
             rows: 0,
             written: 0,
             directory: Vec::new(),
@@ -314,7 +363,14 @@ impl Builder {
 
     fn set_bits(&mut self, block: u64) {
         let bit = 1u64 << block;
+        // Unique per block of the part, never 0 (the empty slots' tag).
+        let tag = self.directory.len() as u64 * SEGMENT_BLOCKS + block + 1;
         for key in self.keys.drain(..) {
+            let slot = &mut self.seen[key as usize & (SEEN_SLOTS - 1)];
+            if *slot == (key, tag) {
+                continue;
+            }
+            *slot = (key, tag);
             for p in positions(key, MAX_WORDS_LOG2) {
                 self.words[p] |= bit;
             }
@@ -635,6 +691,66 @@ mod tests {
         assert_eq!(all_keys("foo\u{24B6}bar").len(), 2);
         assert_eq!(query_key("é"), None);
         assert_eq!(query_key("a-b"), None);
+    }
+
+    #[test]
+    fn ascii_tokens_hashed_by_words_keep_their_byte_by_byte_keys() {
+        // The keys are on disk: the word-at-a-time hash must give the
+        // key of `Key::push`, byte by byte, for every length and case.
+        let mut state = 1u64;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) as usize
+        };
+        let alphabet = b"abcxyzABCXYZ0189";
+        for len in 1..40 {
+            for _ in 0..50 {
+                let token: Vec<u8> = (0..len).map(|_| alphabet[next() % 16]).collect();
+                let mut key = Key::EMPTY;
+                for b in &token {
+                    key.push(b.to_ascii_lowercase());
+                }
+                assert_eq!(ascii_token_key(&token), key.finish(), "{token:?}");
+            }
+        }
+        // Bounds: leading, trailing and repeated separators; every ASCII
+        // separator byte.
+        let separators: String = (0u8..128)
+            .filter(|b| !b.is_ascii_alphanumeric())
+            .map(char::from)
+            .collect();
+        let text = format!("{separators}Ab1{separators}{separators}x{separators}");
+        assert_eq!(
+            all_keys(&text),
+            vec![query_key("ab1").unwrap(), query_key("x").unwrap()]
+        );
+        assert_eq!(all_keys(""), Vec::<u64>::new());
+        assert_eq!(all_keys("--"), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn a_key_repeated_in_a_block_is_set_once_and_still_found_in_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        // "common" in every row of blocks 0, 1 and 2; "rare" in block 1 only.
+        let bodies: Vec<Option<String>> = (0..3 * BLOCK_ROWS)
+            .map(|i| {
+                Some(if i == BLOCK_ROWS + 7 {
+                    "common rare".to_string()
+                } else {
+                    format!("common {i}")
+                })
+            })
+            .collect();
+        let index = build(dir.path(), &bodies);
+        let blocks = |token: &str| {
+            index
+                .candidate_rows(&Need::Token(query_key(token).unwrap()))
+                .unwrap()
+        };
+        assert_eq!(blocks("common"), vec![(0, 3 * BLOCK_ROWS)]);
+        assert_eq!(blocks("rare"), vec![(BLOCK_ROWS, 2 * BLOCK_ROWS)]);
     }
 
     fn build(dir: &Path, bodies: &[Option<String>]) -> Index {
