@@ -212,7 +212,8 @@ mod tests {
     #[test]
     fn resident_memory_counts_touched_memory() {
         assert!(resident_bytes().expect("/proc/self/statm") > 0);
-        let block = vec![1u8; 64 << 20];
+        // black_box: an optimised build would otherwise drop the unread block.
+        let block = std::hint::black_box(vec![1u8; 64 << 20]);
         let rss = resident_bytes().unwrap();
         assert!(rss >= 64 << 20, "{rss}");
         drop(block);
