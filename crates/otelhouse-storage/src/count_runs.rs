@@ -242,6 +242,11 @@ impl ExecutionPlan for CountRunsExec {
             let (key, schema, metrics) = (key.clone(), schema.clone(), metrics.clone());
             async move {
                 let (mut input, mut counts, pass_through) = state?;
+                let evaluate = |batch: Result<RecordBatch>| {
+                    let batch = batch?;
+                    let _timer = metrics.elapsed_compute().timer();
+                    key.evaluate(&batch)?.into_array(batch.num_rows())
+                };
                 let emit = |batches: Result<Vec<RecordBatch>>| {
                     let batches = batches?;
                     for b in &batches {
@@ -254,9 +259,8 @@ impl ExecutionPlan for CountRunsExec {
                         metrics.done();
                         return None;
                     };
-                    let runs = batch.and_then(|batch| {
+                    let runs = evaluate(batch).and_then(|keys| {
                         let _timer = metrics.elapsed_compute().timer();
-                        let keys = key.evaluate(&batch)?.into_array(batch.num_rows())?;
                         Ok(vec![runs_batch(&keys, &schema)?])
                     });
                     let out = emit(runs);
@@ -268,10 +272,9 @@ impl ExecutionPlan for CountRunsExec {
                         metrics.done();
                         return Some((emit(counts.take_batches(&schema, batch_size)), None));
                     };
-                    let room = batch.and_then(|batch| {
+                    let room = evaluate(batch).map(|keys| {
                         let _timer = metrics.elapsed_compute().timer();
-                        let keys = key.evaluate(&batch)?.into_array(batch.num_rows())?;
-                        Ok(counts.add(&keys))
+                        counts.add(&keys)
                     });
                     match room {
                         Err(e) => return Some((Err(e), None)),
@@ -347,20 +350,7 @@ impl Counts {
     }
 
     fn add_runs(&mut self, keys: impl Iterator<Item = i64>) {
-        let mut run: Option<(i64, i64)> = None;
-        for k in keys {
-            match &mut run {
-                Some((key, n)) if *key == k => *n += 1,
-                _ => {
-                    if let Some((key, n)) = run.replace((k, 1)) {
-                        *self.per_key.entry(key).or_insert(0) += n;
-                    }
-                }
-            }
-        }
-        if let Some((key, n)) = run {
-            *self.per_key.entry(key).or_insert(0) += n;
-        }
+        runs(keys, |key, n| *self.per_key.entry(key).or_insert(0) += n);
     }
 
     /// One row per key (in no particular order, as an aggregation's
@@ -389,18 +379,33 @@ fn i64_values(keys: &ArrayRef) -> ScalarBuffer<i64> {
     ScalarBuffer::<i64>::new(data.buffers()[0].clone(), data.offset(), data.len())
 }
 
+/// Calls `f` with each run of equal keys: the key and the run's length.
+fn runs<K: PartialEq>(keys: impl Iterator<Item = K>, mut f: impl FnMut(K, i64)) {
+    let mut run: Option<(K, i64)> = None;
+    for k in keys {
+        match &mut run {
+            Some((key, n)) if *key == k => *n += 1,
+            _ => {
+                if let Some((key, n)) = run.replace((k, 1)) {
+                    f(key, n);
+                }
+            }
+        }
+    }
+    if let Some((key, n)) = run {
+        f(key, n);
+    }
+}
+
 /// One output row per run of equal keys (nulls included) of `keys`.
 fn runs_batch(keys: &ArrayRef, schema: &SchemaRef) -> Result<RecordBatch> {
     let values = i64_values(keys);
-    let mut runs: Vec<(Option<i64>, i64)> = Vec::new();
-    for i in 0..keys.len() {
-        let k = keys.is_valid(i).then(|| values[i]);
-        match runs.last_mut() {
-            Some((key, n)) if *key == k => *n += 1,
-            _ => runs.push((k, 1)),
-        }
-    }
-    counts_batch(&runs, schema)
+    let mut rows: Vec<(Option<i64>, i64)> = Vec::new();
+    runs(
+        (0..keys.len()).map(|i| keys.is_valid(i).then(|| values[i])),
+        |key, n| rows.push((key, n)),
+    );
+    counts_batch(&rows, schema)
 }
 
 /// `(key, count)` rows as the aggregation's output: the key as its key
@@ -583,12 +588,17 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn a_full_table_asks_to_be_emitted_and_starts_empty() {
-        let schema = Arc::new(Schema::new(vec![
+    /// A key and one count column, as the aggregation's output.
+    fn key_and_count() -> SchemaRef {
+        Arc::new(Schema::new(vec![
             Field::new("k", DataType::Int64, true),
             Field::new("n", DataType::Int64, false),
-        ]));
+        ]))
+    }
+
+    #[test]
+    fn a_full_table_asks_to_be_emitted_and_starts_empty() {
+        let schema = key_and_count();
         let mut c = counts(1 << 20, 4);
         assert!(c.add(&keys(&[Some(1), Some(1), Some(2), None, Some(3)])));
         assert!(!c.add(&keys(&[Some(4), Some(5), Some(1)])));
@@ -609,8 +619,8 @@ mod tests {
         );
         assert!(c.add(&keys(&[Some(7)])));
         assert_eq!(rows(&c.take_batches(&schema, 8).unwrap()), [(Some(7), 1)]);
-        // A pool with no room: every batch is counted, then emitted.
         assert!(!c.runs_are_short(), "an emptied table");
+        // A pool with no room: every batch is counted, then emitted.
         let mut c = counts(0, 4);
         assert!(!c.add(&keys(&[Some(9), Some(9)])));
         assert_eq!(rows(&c.take_batches(&schema, 8).unwrap()), [(Some(9), 2)]);
@@ -618,10 +628,7 @@ mod tests {
 
     #[test]
     fn short_runs_are_told_apart_and_passed_through_run_by_run() {
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("k", DataType::Int64, true),
-            Field::new("n", DataType::Int64, false),
-        ]));
+        let schema = key_and_count();
         // Full after 5 rows of 4 keys: runs average 1.25 rows.
         let mut c = counts(1 << 20, 4);
         assert!(!c.add(&keys(&[Some(1), Some(2), Some(2), Some(3), Some(4)])));

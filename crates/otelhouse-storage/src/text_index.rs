@@ -164,7 +164,7 @@ fn ascii_token_key(token: &[u8]) -> u64 {
 pub fn for_each_token(text: &str, mut f: impl FnMut(u64)) {
     if text.is_ascii() {
         // Token bounds by table, then each token hashed a word at a time
-        // (the part_write bench: see BENCHMARKS.md, "Index build").
+        // (BENCHMARKS.md, "Token index build, a word at a time").
         let bytes = text.as_bytes();
         let mut i = 0;
         while i < bytes.len() {
