@@ -23,10 +23,13 @@
 //! `map['key']` then reads from that small map. A part written before
 //! attribute columns existed is read as before.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use anyhow::Context;
-use arrow::array::{Array, ArrayRef, AsArray, MapArray, MapBuilder, StringBuilder, UInt32Array};
+use arrow::array::{
+    Array, ArrayRef, AsArray, MapArray, MapBuilder, StringArray, StringBuilder, UInt32Array,
+};
 use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
@@ -117,21 +120,55 @@ fn map_column<'a>(batch: &'a RecordBatch, map: &str) -> anyhow::Result<&'a MapAr
 /// The key columns a part of `batches` gets: per map of the table, its
 /// keys by how many rows hold them (ties by name), at most [`MAX_KEYS`].
 pub fn choose(table: Table, batches: &[RecordBatch]) -> anyhow::Result<Vec<AttributeColumns>> {
-    let mut out = Vec::new();
-    for map in maps(table) {
-        let mut counts: HashMap<&str, u64> = HashMap::new();
-        for batch in batches {
-            let m = map_column(batch, map)?;
-            let keys = m.keys().as_string::<i32>();
-            let offsets = m.value_offsets();
-            let (first, last) = (offsets[0] as usize, offsets[m.len()] as usize);
-            for i in first..last {
-                *counts.entry(keys.value(i)).or_default() += 1;
+    maps(table)
+        .iter()
+        .map(|map| Ok(pick(map, key_counts(map, batches)?.into_iter().collect())))
+        .collect()
+}
+
+/// How many rows of `batches` hold each key of `map`. Every flush counts
+/// every entry, so a run of rows with the same keys is counted once, times
+/// its length: a resource's rows arrive together, and a template's records
+/// repeat its keys.
+fn key_counts<'a>(map: &str, batches: &'a [RecordBatch]) -> anyhow::Result<HashMap<&'a str, u64>> {
+    let mut counts: HashMap<&str, u64> = HashMap::new();
+    for batch in batches {
+        let m = map_column(batch, map)?;
+        let keys = m.keys().as_string::<i32>();
+        let offsets = m.value_offsets();
+        let entries = |row: usize| offsets[row] as usize..offsets[row + 1] as usize;
+        let mut run = (0..0, 0u64);
+        for row in 0..m.len() {
+            let these = entries(row);
+            if run.1 > 0 && same_keys(keys, run.0.clone(), these.clone()) {
+                run.1 += 1;
+                continue;
             }
+            for i in run.0 {
+                *counts.entry(keys.value(i)).or_default() += run.1;
+            }
+            run = (these, 1);
         }
-        out.push(pick(map, counts.into_iter().collect()));
+        for i in run.0 {
+            *counts.entry(keys.value(i)).or_default() += run.1;
+        }
     }
-    Ok(out)
+    Ok(counts)
+}
+
+/// Whether two ranges of map entries hold the same keys in the same order:
+/// the same key lengths and the same bytes, one comparison for all of them
+/// (a comparison per key cost more than hashing it).
+fn same_keys(keys: &StringArray, a: Range<usize>, b: Range<usize>) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let offsets = keys.value_offsets();
+    let (oa, ob) = (&offsets[a.start..=a.end], &offsets[b.start..=b.end]);
+    let (base_a, base_b) = (oa[0], ob[0]);
+    oa.iter().zip(ob).all(|(x, y)| x - base_a == y - base_b)
+        && keys.value_data()[base_a as usize..oa[a.len()] as usize]
+            == keys.value_data()[base_b as usize..ob[b.len()] as usize]
 }
 
 /// The columns a merge of parts writes: the union of the inputs' keys,
@@ -504,6 +541,28 @@ mod tests {
         assert_eq!(c.keys.len(), MAX_KEYS);
         assert_eq!(c.keys, names[..MAX_KEYS]);
         assert!(c.covers("k000") && !c.covers(&names[MAX_KEYS]));
+    }
+
+    #[test]
+    fn keys_are_counted_per_row_through_runs_of_the_same_keys() {
+        let rows: [&[(&str, &str)]; 9] = [
+            &[("a", "1"), ("b", "1")],
+            &[("a", "2"), ("b", "2")], // same keys, other values: one run
+            &[("a", "3"), ("b", "3")],
+            &[("b", "1"), ("a", "1")], // same keys, other order: a new run
+            &[("a", "1")],
+            &[],
+            &[],
+            &[("a", "1"), ("a", "2")], // a key twice counts twice, as each entry
+            &[("c", "1")],
+        ];
+        let batches = [logs(&rows), logs(&rows[..2])];
+        let mut counts: Vec<(&str, u64)> = key_counts("LogAttributes", &batches)
+            .unwrap()
+            .into_iter()
+            .collect();
+        counts.sort();
+        assert_eq!(counts, [("a", 7 + 2), ("b", 4 + 2), ("c", 1)]);
     }
 
     #[test]
