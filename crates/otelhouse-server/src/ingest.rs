@@ -16,6 +16,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use otelhouse_otlp::convert::TableBatches;
 use otelhouse_otlp::{Encoding, Limits, OtlpRequest, PayloadError, fast};
 use otelhouse_schema::Signal;
+use otelhouse_storage::NoRoom;
 use otelhouse_storage::embedded::kind_of;
 use otelhouse_wal::{Committer, SubmitError};
 use prost::Message;
@@ -81,21 +82,22 @@ pub const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// Where acknowledged rows wait after the WAL: the embedded store's
 /// in-memory tail, or the ClickHouse shipper's queue.
 pub trait WriteBuffer: Send + Sync {
-    /// False while the buffer is full: ingestion answers retry-later.
-    fn has_room(&self) -> bool;
+    /// Why not, while the buffer takes no more rows: ingestion answers
+    /// retry-later.
+    fn room(&self) -> Result<(), NoRoom>;
 }
 
 impl WriteBuffer for otelhouse_storage::EmbeddedStore {
-    fn has_room(&self) -> bool {
-        otelhouse_storage::EmbeddedStore::has_room(self)
+    fn room(&self) -> Result<(), NoRoom> {
+        otelhouse_storage::EmbeddedStore::room(self)
     }
 }
 
 /// The shipper spills past its memory budget to the WAL (read back later),
 /// so only the WAL's disk budget refuses records.
 impl WriteBuffer for otelhouse_clickhouse::Shipper {
-    fn has_room(&self) -> bool {
-        true
+    fn room(&self) -> Result<(), NoRoom> {
+        Ok(())
     }
 }
 
@@ -154,11 +156,9 @@ impl Ingest {
     }
 
     fn check_room(&self, signal: Signal, records: u64) -> Result<(), IngestError> {
-        if !self.buffer.has_room() {
-            self.telemetry.rejected(signal, "overloaded", records);
-            return Err(IngestError::Unavailable(
-                "the write buffer is full while parts are being written; retry later".into(),
-            ));
+        if let Err(why) = self.buffer.room() {
+            self.telemetry.rejected(signal, why.reason(), records);
+            return Err(IngestError::Unavailable(why.to_string()));
         }
         if self.memory.over_budget() {
             self.memory.refused();

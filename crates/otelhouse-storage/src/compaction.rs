@@ -25,6 +25,30 @@ pub const SEAL_AFTER: i64 = 10 * 60 * 1_000_000_000;
 /// A merge never produces a part of more rows than this.
 pub const MAX_MERGE_ROWS: u64 = 20_000_000;
 
+/// Parts of one hour that merges can always combine (each under
+/// `MAX_MERGE_ROWS / FANOUT` rows, so any `FANOUT` of them fit one merge)
+/// that may wait at once. Past it, ingestion answers "retry later" until
+/// merges catch up: merges run one at a time and re-encode every row, and
+/// under sustained full load they fall behind (BENCHMARKS.md, "Merges
+/// behind ingestion": 78 parts after 5 minutes and growing), while every
+/// query of the hour opens every part. Big parts never count, so a
+/// partition of parts too big to merge never stops ingestion.
+pub const MAX_WAITING_PARTS: usize = 2 * OPEN_MAX_PARTS;
+
+/// The partition (all one table) with the most parts waiting to merge, and
+/// how many.
+pub fn most_waiting(parts: &[&PartMeta]) -> Option<(i64, usize)> {
+    let mut waiting: BTreeMap<i64, usize> = BTreeMap::new();
+    for p in parts {
+        if p.rows < MAX_MERGE_ROWS / FANOUT as u64 {
+            *waiting.entry(p.partition).or_default() += 1;
+        }
+    }
+    waiting
+        .into_iter()
+        .max_by_key(|&(partition, n)| (n, partition))
+}
+
 /// The ids of parts (all one table) to merge next, or none. Oldest
 /// partition first.
 pub fn pick(parts: &[&PartMeta], now: i64) -> Option<Vec<u64>> {
@@ -133,6 +157,32 @@ mod tests {
             None,
             "not yet sealed, not FANOUT of a level"
         );
+    }
+
+    #[test]
+    fn parts_waiting_are_counted_per_hour_and_big_ones_never() {
+        let big = MAX_MERGE_ROWS / FANOUT as u64;
+        let parts = [
+            part(1, 0, 0, 10),
+            part(2, HOUR_NANOS, 0, 10),
+            part(3, HOUR_NANOS, 0, big - 1),
+            part(4, HOUR_NANOS, 1, big),
+            part(5, HOUR_NANOS, 1, MAX_MERGE_ROWS),
+            part(6, 0, 0, 10),
+            part(7, 0, 0, big),
+        ];
+        let refs: Vec<&PartMeta> = parts.iter().collect();
+        assert_eq!(
+            most_waiting(&refs),
+            Some((HOUR_NANOS, 2)),
+            "ties: the later hour"
+        );
+        assert_eq!(
+            most_waiting(&refs[3..5]),
+            None,
+            "only parts too big to wait"
+        );
+        assert_eq!(most_waiting(&[]), None);
     }
 
     #[test]

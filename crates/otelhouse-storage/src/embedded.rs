@@ -127,6 +127,72 @@ struct State {
     /// Highest seq applied (or known durable elsewhere).
     last_applied: u64,
     tail_bytes: usize,
+    /// The hour with the most parts waiting to merge: (table, partition,
+    /// parts). Kept when the part set changes, read by every request.
+    merge_backlog: Option<(Table, i64, usize)>,
+}
+
+impl State {
+    /// Call after every change to a table's parts.
+    fn parts_changed(&mut self) {
+        self.merge_backlog = Table::ALL
+            .into_iter()
+            .filter_map(|table| {
+                let metas: Vec<&PartMeta> = self.tables[table as usize]
+                    .parts
+                    .iter()
+                    .map(|p| &p.meta)
+                    .collect();
+                compaction::most_waiting(&metas).map(|(partition, n)| (table, partition, n))
+            })
+            .max_by_key(|&(_, _, n)| n);
+    }
+}
+
+/// Why the store takes no more rows for now; ingestion answers "retry
+/// later" with this.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoRoom {
+    /// The in-memory tail is at its budget until a flush is done.
+    WriteBuffer,
+    /// An hour holds more parts waiting to merge than
+    /// [`compaction::MAX_WAITING_PARTS`].
+    MergesBehind {
+        table: &'static str,
+        partition: i64,
+        parts: usize,
+    },
+}
+
+impl NoRoom {
+    /// The label of the `reason` in the rejected-records metric.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            NoRoom::WriteBuffer => "overloaded",
+            NoRoom::MergesBehind { .. } => "merges_behind",
+        }
+    }
+}
+
+impl std::fmt::Display for NoRoom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NoRoom::WriteBuffer => write!(
+                f,
+                "the write buffer is full while parts are being written; retry later"
+            ),
+            NoRoom::MergesBehind {
+                table,
+                partition,
+                parts,
+            } => write!(
+                f,
+                "merges are behind ingestion: {table} holds {parts} parts of the hour {} waiting to merge (at most {}); retry later",
+                chrono::DateTime::from_timestamp_nanos(*partition).format("%Y-%m-%d %H:00 UTC"),
+                compaction::MAX_WAITING_PARTS
+            ),
+        }
+    }
 }
 
 struct Inner {
@@ -262,6 +328,7 @@ impl EmbeddedStore {
         for table in Table::ALL {
             state.tables[table as usize].flushed_seq = manifest.flushed_seq(table);
         }
+        state.parts_changed();
         state.last_applied = state
             .tables
             .iter()
@@ -327,10 +394,24 @@ impl EmbeddedStore {
         StoreApplier(self.clone())
     }
 
-    /// Whether the tail has room for more rows; ingestion answers "retry
-    /// later" while it does not.
-    pub fn has_room(&self) -> bool {
-        self.inner.state.lock().tail_bytes < self.inner.opts.max_tail_bytes
+    /// Whether the store takes more rows now: the tail has room, and no
+    /// hour has more parts waiting to merge than merges can keep up with.
+    /// Ingestion answers "retry later" while it does not.
+    pub fn room(&self) -> Result<(), NoRoom> {
+        let state = self.inner.state.lock();
+        if state.tail_bytes >= self.inner.opts.max_tail_bytes {
+            return Err(NoRoom::WriteBuffer);
+        }
+        match state.merge_backlog {
+            Some((table, partition, parts)) if parts > compaction::MAX_WAITING_PARTS => {
+                Err(NoRoom::MergesBehind {
+                    table: table.name(),
+                    partition,
+                    parts,
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     pub fn tail_bytes(&self) -> usize {
@@ -385,6 +466,7 @@ impl EmbeddedStore {
                     ts.parts.extend(parts);
                     ts.flushing.clear();
                     state.tail_bytes -= bytes;
+                    state.parts_changed();
                 }
                 Err(e) => {
                     // Put the rows back in front of the tail; the WAL still has them.
@@ -580,6 +662,7 @@ impl EmbeddedStore {
                 !gone
             });
         }
+        state.parts_changed();
     }
 
     /// Merges one set of parts the compaction policy picks, if any; returns
@@ -1261,6 +1344,50 @@ pub(crate) mod tests {
         );
         assert_eq!(store.search(&q).await.unwrap().rows.len(), 1);
         assert_eq!(store.snapshot(Table::Logs, q.range).0.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn ingestion_waits_while_an_hour_has_more_parts_than_merges_keep_up_with() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path(), StoreOptions::default()).unwrap();
+        let mut applier = store.applier();
+        let waiting = compaction::MAX_WAITING_PARTS as u64 + 1;
+        for i in 1..=waiting {
+            assert_eq!(store.room(), Ok(()), "{i} parts");
+            applier.apply(i, timed("api", &[T0 + i as i64]));
+            store.flush(true).unwrap();
+        }
+        let full = store.room().unwrap_err();
+        assert_eq!(
+            full,
+            NoRoom::MergesBehind {
+                table: "otel_logs",
+                partition: T0,
+                parts: waiting as usize,
+            }
+        );
+        assert_eq!(full.reason(), "merges_behind");
+        assert!(
+            full.to_string().contains(&format!(
+                "otel_logs holds {waiting} parts of the hour {} waiting to merge (at most {})",
+                chrono::DateTime::from_timestamp_nanos(T0).format("%Y-%m-%d %H:00 UTC"),
+                compaction::MAX_WAITING_PARTS
+            )),
+            "{full}"
+        );
+
+        // The state holds across a restart, and one merge makes room.
+        drop(applier);
+        drop(store);
+        let store = EmbeddedStore::open(dir.path(), StoreOptions::default()).unwrap();
+        assert!(store.room().is_err());
+        assert!(compact(&store, T0 + HOUR / 2).await);
+        assert_eq!(
+            store.stats()[0].parts,
+            waiting as usize - compaction::FANOUT + 1
+        );
+        assert_eq!(store.room(), Ok(()));
+        assert_eq!(all_rows(&store).await.len(), waiting as usize);
     }
 
     #[tokio::test]

@@ -22,7 +22,7 @@ pub mod search;
 pub mod sql;
 pub mod text_index;
 
-pub use embedded::{EmbeddedStore, StoreOptions, TableStats, stats_on_disk};
+pub use embedded::{EmbeddedStore, NoRoom, StoreOptions, TableStats, stats_on_disk};
 pub use query::{
     AggFunc, AggregateQuery, AggregateRow, AttributeKey, Cursor, KeyCounts, Measure, MetricQuery,
     QueryError, SearchQuery, Selected, Sort, SortValue, SqlQuery, SqlResult, TimeRange,
