@@ -29,8 +29,8 @@ pub const MAX_MERGE_ROWS: u64 = 20_000_000;
 /// `MAX_MERGE_ROWS / FANOUT` rows, so any `FANOUT` of them fit one merge)
 /// that may wait at once. Past it, ingestion answers "retry later" until
 /// merges catch up: merges run one at a time and re-encode every row, and
-/// under sustained full load they fall behind (BENCHMARKS.md, "Merges
-/// behind ingestion": 78 parts after 5 minutes and growing), while every
+/// under sustained full load they fall behind (BENCHMARKS.md, "Sustained
+/// load, merges behind": 78 parts after 5 minutes and growing), while every
 /// query of the hour opens every part. Big parts never count, so a
 /// partition of parts too big to merge never stops ingestion.
 pub const MAX_WAITING_PARTS: usize = 2 * OPEN_MAX_PARTS;
