@@ -44,6 +44,7 @@ use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 use otelhouse_schema::Table;
 use serde::{Deserialize, Serialize};
 
+use crate::count_runs;
 use crate::parts_table::PartsTable;
 
 /// Keys per map a part stores as columns, at most. A part whose map holds
@@ -136,39 +137,43 @@ fn key_counts<'a>(map: &str, batches: &'a [RecordBatch]) -> anyhow::Result<HashM
         let m = map_column(batch, map)?;
         let keys = m.keys().as_string::<i32>();
         let offsets = m.value_offsets();
-        let entries = |row: usize| offsets[row] as usize..offsets[row + 1] as usize;
-        let mut run = (0..0, 0u64);
-        for row in 0..m.len() {
-            let these = entries(row);
-            if run.1 > 0 && same_keys(keys, run.0.clone(), these.clone()) {
-                run.1 += 1;
-                continue;
+        let rows = (0..m.len()).map(|row| RowKeys {
+            keys,
+            entries: offsets[row] as usize..offsets[row + 1] as usize,
+        });
+        count_runs::runs(rows, |row, n| {
+            for i in row.entries {
+                *counts.entry(keys.value(i)).or_default() += n as u64;
             }
-            for i in run.0 {
-                *counts.entry(keys.value(i)).or_default() += run.1;
-            }
-            run = (these, 1);
-        }
-        for i in run.0 {
-            *counts.entry(keys.value(i)).or_default() += run.1;
-        }
+        });
     }
     Ok(counts)
 }
 
-/// Whether two ranges of map entries hold the same keys in the same order:
-/// the same key lengths and the same bytes, one comparison for all of them
-/// (a comparison per key cost more than hashing it).
-fn same_keys(keys: &StringArray, a: Range<usize>, b: Range<usize>) -> bool {
-    if a.len() != b.len() {
-        return false;
+/// One row's entries of a map array, equal to another row's of the same
+/// array when they hold the same keys in the same order.
+struct RowKeys<'a> {
+    keys: &'a StringArray,
+    entries: Range<usize>,
+}
+
+impl PartialEq for RowKeys<'_> {
+    /// The same key lengths and the same bytes, compared in one go: a
+    /// comparison per key cost the flush more (BENCHMARKS.md, "Sustained
+    /// load, merges behind, and two trims").
+    fn eq(&self, other: &Self) -> bool {
+        let (a, b) = (&self.entries, &other.entries);
+        if a.len() != b.len() {
+            return false;
+        }
+        let offsets = self.keys.value_offsets();
+        let (oa, ob) = (&offsets[a.start..=a.end], &offsets[b.start..=b.end]);
+        let (base_a, base_b) = (oa[0], ob[0]);
+        let bytes = self.keys.value_data();
+        oa.iter().zip(ob).all(|(x, y)| x - base_a == y - base_b)
+            && bytes[base_a as usize..oa[a.len()] as usize]
+                == bytes[base_b as usize..ob[b.len()] as usize]
     }
-    let offsets = keys.value_offsets();
-    let (oa, ob) = (&offsets[a.start..=a.end], &offsets[b.start..=b.end]);
-    let (base_a, base_b) = (oa[0], ob[0]);
-    oa.iter().zip(ob).all(|(x, y)| x - base_a == y - base_b)
-        && keys.value_data()[base_a as usize..oa[a.len()] as usize]
-            == keys.value_data()[base_b as usize..ob[b.len()] as usize]
 }
 
 /// The columns a merge of parts writes: the union of the inputs' keys,

@@ -380,7 +380,7 @@ fn i64_values(keys: &ArrayRef) -> ScalarBuffer<i64> {
 }
 
 /// Calls `f` with each run of equal keys: the key and the run's length.
-fn runs<K: PartialEq>(keys: impl Iterator<Item = K>, mut f: impl FnMut(K, i64)) {
+pub(crate) fn runs<K: PartialEq>(keys: impl Iterator<Item = K>, mut f: impl FnMut(K, i64)) {
     let mut run: Option<(K, i64)> = None;
     for k in keys {
         match &mut run {
