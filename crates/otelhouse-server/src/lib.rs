@@ -373,6 +373,7 @@ fn open_embedded(
             max_tail_bytes: s.max_memory_bytes,
             max_query_memory_bytes: s.max_query_memory_bytes,
             query_timeout: s.query_timeout,
+            merge: Default::default(),
         },
     )?;
     tracing::info!(

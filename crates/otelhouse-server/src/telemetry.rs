@@ -203,6 +203,12 @@ fn encode_store(
     )?;
     counter(
         encoder,
+        "merged_rows",
+        "Rows rewritten by merges (over records accepted: how often a row is written again)",
+        c.merged_rows.load(Ordering::Relaxed),
+    )?;
+    counter(
+        encoder,
         "expired_partitions",
         "Hour partitions dropped because they passed their retention",
         c.expired_partitions.load(Ordering::Relaxed),

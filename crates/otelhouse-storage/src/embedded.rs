@@ -58,6 +58,8 @@ pub struct StoreOptions {
     /// [`QueryError::TooBig`].
     pub max_query_memory_bytes: usize,
     pub query_timeout: Duration,
+    /// When parts merge.
+    pub merge: compaction::Policy,
 }
 
 impl Default for StoreOptions {
@@ -69,6 +71,7 @@ impl Default for StoreOptions {
             max_tail_bytes: 512 << 20,
             max_query_memory_bytes: 512 << 20,
             query_timeout: Duration::from_secs(30),
+            merge: compaction::Policy::default(),
         }
     }
 }
@@ -130,6 +133,8 @@ struct State {
     /// The hour with the most parts waiting to merge: (table, partition,
     /// parts). Kept when the part set changes, read by every request.
     merge_backlog: Option<(Table, i64, usize)>,
+    /// The store's merge policy (`StoreOptions::merge`).
+    merge: compaction::Policy,
 }
 
 impl State {
@@ -143,7 +148,9 @@ impl State {
                     .iter()
                     .map(|p| &p.meta)
                     .collect();
-                compaction::most_waiting(&metas).map(|(partition, n)| (table, partition, n))
+                self.merge
+                    .most_waiting(&metas)
+                    .map(|(partition, n)| (table, partition, n))
             })
             .max_by_key(|&(_, _, n)| n);
     }
@@ -155,12 +162,13 @@ impl State {
 pub enum NoRoom {
     /// The in-memory tail is at its budget until a flush is done.
     WriteBuffer,
-    /// An hour holds more parts waiting to merge than
-    /// [`compaction::MAX_WAITING_PARTS`].
+    /// An hour holds more parts waiting to merge than `limit`
+    /// ([`compaction::Policy::max_waiting_parts`]).
     MergesBehind {
         table: &'static str,
         partition: i64,
         parts: usize,
+        limit: usize,
     },
 }
 
@@ -185,11 +193,11 @@ impl std::fmt::Display for NoRoom {
                 table,
                 partition,
                 parts,
+                limit,
             } => write!(
                 f,
-                "merges are behind ingestion: {table} holds {parts} parts of the hour {} waiting to merge (at most {}); retry later",
+                "merges are behind ingestion: {table} holds {parts} parts of the hour {} waiting to merge (at most {limit}); retry later",
                 chrono::DateTime::from_timestamp_nanos(*partition).format("%Y-%m-%d %H:00 UTC"),
-                compaction::MAX_WAITING_PARTS
             ),
         }
     }
@@ -215,6 +223,9 @@ struct Inner {
 pub struct StoreCounters {
     pub merges: AtomicU64,
     pub merged_parts: AtomicU64,
+    /// Rows the merges rewrote: over rows ingested, how many times a row
+    /// is written again after its flush.
+    pub merged_rows: AtomicU64,
     pub expired_partitions: AtomicU64,
     pub disk_budget_partitions: AtomicU64,
 }
@@ -308,7 +319,10 @@ impl EmbeddedStore {
         if removed > 0 {
             tracing::info!(files = removed, "removed part files of unfinished changes");
         }
-        let mut state = State::default();
+        let mut state = State {
+            merge: opts.merge,
+            ..State::default()
+        };
         for meta in &manifest.parts {
             let table = meta.table().ok_or_else(|| {
                 anyhow::anyhow!("the manifest lists a part of unknown table {}", meta.table)
@@ -402,14 +416,14 @@ impl EmbeddedStore {
         if state.tail_bytes >= self.inner.opts.max_tail_bytes {
             return Err(NoRoom::WriteBuffer);
         }
+        let limit = state.merge.max_waiting_parts();
         match state.merge_backlog {
-            Some((table, partition, parts)) if parts > compaction::MAX_WAITING_PARTS => {
-                Err(NoRoom::MergesBehind {
-                    table: table.name(),
-                    partition,
-                    parts,
-                })
-            }
+            Some((table, partition, parts)) if parts > limit => Err(NoRoom::MergesBehind {
+                table: table.name(),
+                partition,
+                parts,
+                limit,
+            }),
             _ => Ok(()),
         }
     }
@@ -676,7 +690,7 @@ impl EmbeddedStore {
                 let state = self.inner.state.lock();
                 let parts = &state.tables[table as usize].parts;
                 let metas: Vec<&PartMeta> = parts.iter().map(|p| &p.meta).collect();
-                let Some(ids) = compaction::pick(&metas, now) else {
+                let Some(ids) = self.inner.opts.merge.pick(&metas, now) else {
                     continue;
                 };
                 parts
@@ -746,6 +760,10 @@ impl EmbeddedStore {
                 .counters
                 .merged_parts
                 .fetch_add(ids.len() as u64, Ordering::Relaxed);
+            self.inner
+                .counters
+                .merged_rows
+                .fetch_add(expected, Ordering::Relaxed);
             return Ok(true);
         }
         Ok(false)
@@ -1351,7 +1369,8 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(dir.path(), StoreOptions::default()).unwrap();
         let mut applier = store.applier();
-        let waiting = compaction::MAX_WAITING_PARTS as u64 + 1;
+        let policy = compaction::Policy::default();
+        let waiting = policy.max_waiting_parts() as u64 + 1;
         for i in 1..=waiting {
             assert_eq!(store.room(), Ok(()), "{i} parts");
             applier.apply(i, timed("api", &[T0 + i as i64]));
@@ -1364,6 +1383,7 @@ pub(crate) mod tests {
                 table: "otel_logs",
                 partition: T0,
                 parts: waiting as usize,
+                limit: policy.max_waiting_parts(),
             }
         );
         assert_eq!(full.reason(), "merges_behind");
@@ -1371,7 +1391,7 @@ pub(crate) mod tests {
             full.to_string().contains(&format!(
                 "otel_logs holds {waiting} parts of the hour {} waiting to merge (at most {})",
                 chrono::DateTime::from_timestamp_nanos(T0).format("%Y-%m-%d %H:00 UTC"),
-                compaction::MAX_WAITING_PARTS
+                policy.max_waiting_parts()
             )),
             "{full}"
         );
@@ -1382,10 +1402,7 @@ pub(crate) mod tests {
         let store = EmbeddedStore::open(dir.path(), StoreOptions::default()).unwrap();
         assert!(store.room().is_err());
         assert!(compact(&store, T0 + HOUR / 2).await);
-        assert_eq!(
-            store.stats()[0].parts,
-            waiting as usize - compaction::FANOUT + 1
-        );
+        assert_eq!(store.stats()[0].parts, waiting as usize - policy.fanout + 1);
         assert_eq!(store.room(), Ok(()));
         assert_eq!(all_rows(&store).await.len(), waiting as usize);
     }
@@ -1416,7 +1433,7 @@ pub(crate) mod tests {
         assert_eq!(before.len(), 27);
         assert_eq!(part_files(dir.path()).len(), services.len());
 
-        // The hour is open and holds fewer than OPEN_MAX_PARTS parts: no merge.
+        // The hour is open and holds fewer than `open_max_parts` parts: no merge.
         let open = T0 + HOUR / 2;
         assert!(!compact(&store, open).await);
         assert_eq!(store.stats()[0].parts, services.len());
@@ -1431,6 +1448,7 @@ pub(crate) mod tests {
         let clusters = clusters_in_file(&files[0]);
         assert!(clusters.is_sorted(), "{clusters:?}");
         assert_eq!(store.counters().merges.load(Ordering::Relaxed), 1);
+        assert_eq!(store.counters().merged_rows.load(Ordering::Relaxed), 27);
 
         // And a restart sees the same.
         drop(store);
