@@ -11,7 +11,7 @@ SECS="${1:-300}"
 source "$(dirname "$0")/serve-scratch.sh"
 
 cpu() { awk '{print ($14+$15)/100}' "/proc/$PID/stat"; }
-metrics() { curl -s "http://$API/metrics" | awk '/^otelhouse_(parts|merges_total) / {printf "%s=%s ", $1, $2} /^otelhouse_records_accepted_total/ {n += $2} END {printf "records=%d", n}'; }
+metrics() { curl -s "http://$API/metrics" | awk '/^otelhouse_(parts|merges_total|merged_rows_total) / {printf "%s=%s ", $1, $2} /^otelhouse_records_accepted_total/ {n += $2} END {printf "records=%d", n}'; }
 
 "$LOADGEN" send --signal logs --protocol grpc --endpoint "$GRPC" --key "$KEY" --batch 500 --concurrency 8 --duration "${SECS}s" --server-pid $PID --json > "$DATA.send" &
 SENDER=$!
