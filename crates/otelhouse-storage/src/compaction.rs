@@ -32,7 +32,8 @@ pub const SEAL_AFTER: i64 = 10 * 60 * 1_000_000_000;
 /// merge_policy bench scale it down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
-    /// Small parts of an open hour merged at once.
+    /// Small parts of an open hour merged at once, and middling parts an
+    /// open hour holds before they merge.
     pub fanout: usize,
     /// Small parts an open hour may hold before its smallest ones merge.
     pub open_max_parts: usize,
@@ -115,7 +116,7 @@ impl Policy {
     fn open_hour(&self, parts: &[&PartMeta]) -> Vec<u64> {
         let small = parts.partition_point(|p| p.rows < self.small_part_rows);
         if small >= self.open_max_parts {
-            return self.fitting(&parts[..self.fanout]);
+            return self.fitting(&parts[..self.fanout.min(small)]);
         }
         let middling = parts[small..].partition_point(|p| p.rows <= self.max_merge_rows / 2);
         if middling >= self.fanout {
