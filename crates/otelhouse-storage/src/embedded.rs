@@ -133,13 +133,12 @@ struct State {
     /// The hour with the most parts waiting to merge: (table, partition,
     /// parts). Kept when the part set changes, read by every request.
     merge_backlog: Option<(Table, i64, usize)>,
-    /// The store's merge policy (`StoreOptions::merge`).
-    merge: compaction::Policy,
 }
 
 impl State {
-    /// Call after every change to a table's parts.
-    fn parts_changed(&mut self) {
+    /// Call after every change to a table's parts, with the store's merge
+    /// policy (`StoreOptions::merge`).
+    fn parts_changed(&mut self, policy: &compaction::Policy) {
         self.merge_backlog = Table::ALL
             .into_iter()
             .filter_map(|table| {
@@ -148,7 +147,7 @@ impl State {
                     .iter()
                     .map(|p| &p.meta)
                     .collect();
-                self.merge
+                policy
                     .most_waiting(&metas)
                     .map(|(partition, n)| (table, partition, n))
             })
@@ -319,10 +318,7 @@ impl EmbeddedStore {
         if removed > 0 {
             tracing::info!(files = removed, "removed part files of unfinished changes");
         }
-        let mut state = State {
-            merge: opts.merge,
-            ..State::default()
-        };
+        let mut state = State::default();
         for meta in &manifest.parts {
             let table = meta.table().ok_or_else(|| {
                 anyhow::anyhow!("the manifest lists a part of unknown table {}", meta.table)
@@ -342,7 +338,7 @@ impl EmbeddedStore {
         for table in Table::ALL {
             state.tables[table as usize].flushed_seq = manifest.flushed_seq(table);
         }
-        state.parts_changed();
+        state.parts_changed(&opts.merge);
         state.last_applied = state
             .tables
             .iter()
@@ -416,7 +412,7 @@ impl EmbeddedStore {
         if state.tail_bytes >= self.inner.opts.max_tail_bytes {
             return Err(NoRoom::WriteBuffer);
         }
-        let limit = state.merge.max_waiting_parts();
+        let limit = self.inner.opts.merge.max_waiting_parts();
         match state.merge_backlog {
             Some((table, partition, parts)) if parts > limit => Err(NoRoom::MergesBehind {
                 table: table.name(),
@@ -480,7 +476,7 @@ impl EmbeddedStore {
                     ts.parts.extend(parts);
                     ts.flushing.clear();
                     state.tail_bytes -= bytes;
-                    state.parts_changed();
+                    state.parts_changed(&self.inner.opts.merge);
                 }
                 Err(e) => {
                     // Put the rows back in front of the tail; the WAL still has them.
@@ -676,7 +672,7 @@ impl EmbeddedStore {
                 !gone
             });
         }
-        state.parts_changed();
+        state.parts_changed(&self.inner.opts.merge);
     }
 
     /// Merges one set of parts the compaction policy picks, if any; returns
